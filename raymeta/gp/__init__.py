@@ -1,0 +1,1 @@
+"""ScaML-GP: scalable meta-learning with Gaussian processes (no Ray in this package)."""

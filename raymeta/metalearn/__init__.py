@@ -1,0 +1,1 @@
+"""Bilevel and episodic meta-learning: SAMA and HeTRoM (no Ray in this package)."""

@@ -1,0 +1,1 @@
+"""Arrow/Parquet results store: versioned schemas, atomic idempotent appends."""

@@ -1,0 +1,1 @@
+"""Task data and task families for meta-learning (no Ray in this package)."""

@@ -1,0 +1,1 @@
+"""Ray Train adapter: per-worker loops for SAMA and HeTRoM on TorchTrainer."""

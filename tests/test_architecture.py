@@ -1,0 +1,59 @@
+"""The numerical cores never import Ray (ARCHITECTURE.md: data flows one way)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "raymeta"
+CORES = ("gp", "metalearn", "tasks")
+ADAPTERS = ("search", "training", "results")
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def core_files() -> list[Path]:
+    return sorted(p for core in CORES for p in (PACKAGE / core).rglob("*.py"))
+
+
+@pytest.mark.parametrize(
+    "path", core_files(), ids=lambda p: str(p.relative_to(PACKAGE))
+)
+def test_core_does_not_import_ray_or_adapters(path: Path) -> None:
+    bad = {
+        name
+        for name in imported_modules(path)
+        if name == "ray"
+        or name.startswith("ray.")
+        or any(name.startswith(f"raymeta.{a}") for a in ADAPTERS)
+    }
+    assert not bad, (
+        f"{path} imports {sorted(bad)}; the numerical cores must stay Ray-free"
+    )
+
+
+def test_guard_detects_a_ray_import(tmp_path: Path) -> None:
+    sample = tmp_path / "m.py"
+    sample.write_text("import numpy\nfrom ray import tune\n")
+    assert "ray" in imported_modules(sample)
+
+
+def test_results_package_does_not_import_algorithms() -> None:
+    for path in (PACKAGE / "results").rglob("*.py"):
+        bad = {
+            n
+            for n in imported_modules(path)
+            if n.startswith(("raymeta.gp", "raymeta.metalearn"))
+        }
+        assert not bad, f"{path} imports {sorted(bad)}"
