@@ -19,15 +19,18 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "EpisodeError",
     "FitError",
     "InvalidNameError",
     "MetaDataError",
     "RaymetaError",
     "SchemaMismatchError",
     "SearchSpaceError",
+    "SelectionError",
     "StoreError",
     "TrainingSetupError",
     "UnknownTableError",
+    "UnknownTaskFamilyError",
 ]
 
 
@@ -72,3 +75,18 @@ class SchemaMismatchError(RaymetaError, TypeError):
 
 class InvalidNameError(RaymetaError, ValueError):
     """A user-supplied name would be unsafe as a path component."""
+
+
+class EpisodeError(RaymetaError, ValueError):
+    """An episode cannot be drawn as asked (too few classes, shots over class size)."""
+
+
+class SelectionError(RaymetaError, ValueError):
+    """A task-selection rule is configured wrongly (e.g. ranked range m >= k)."""
+
+
+class UnknownTaskFamilyError(RaymetaError, KeyError):
+    """A task-family or head name is not registered; the message lists valid names."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
