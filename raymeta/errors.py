@@ -90,3 +90,7 @@ class UnknownTaskFamilyError(RaymetaError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class RankDivergenceError(RaymetaError, RuntimeError):
+    """Replicated state (parameters, meta-parameters) differs between ranks."""
