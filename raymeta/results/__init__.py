@@ -1,1 +1,9 @@
-"""Arrow/Parquet results store: versioned schemas, atomic idempotent appends."""
+"""Arrow/Parquet results store: versioned schemas, atomic idempotent appends.
+
+Every raymeta run writes here; pandas, pyarrow and Ray Data read the files directly.
+"""
+
+from raymeta.results.schema import SCHEMA_VERSION, TABLES, TableSpec
+from raymeta.results.store import ResultStore, validate_name
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "ResultStore", "TableSpec", "validate_name"]

@@ -1,0 +1,158 @@
+"""The ``raymeta`` command.
+
+Subcommands:
+    raymeta results ls ROOT                 tables, rows, experiments in a store
+    raymeta results show ROOT TABLE ...     print rows (filter by experiment, columns)
+    raymeta results plot ROOT TABLE ...     median line plot with a 25-75% band -> PNG
+    raymeta results gc ROOT                 remove temporary files of killed writers
+
+Bad input ends with one line ``raymeta: error: <reason>`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from raymeta.errors import RaymetaError
+
+__all__ = ["build_parser", "main"]
+
+
+def _store(root: str, *, must_exist: bool = True):
+    from raymeta.results import ResultStore
+
+    if must_exist and "://" not in root and not Path(root).is_dir():
+        raise RaymetaError(f"no results store at {root!r} (directory not found)")
+    return ResultStore(root)
+
+
+def _filters(args: argparse.Namespace) -> list | None:
+    filters = [("experiment", "=", e) for e in [args.experiment] if e]
+    for item in args.where or []:
+        column, sep, value = item.partition("=")
+        if not sep:
+            raise RaymetaError(f"--where expects COLUMN=VALUE, got {item!r}")
+        filters.append((column, "=", _literal(value)))
+    return filters or None
+
+
+def _literal(text: str) -> int | float | str:
+    """Read a number where one is written, so numeric columns compare as numbers."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_results_ls(args: argparse.Namespace) -> int:
+    """List the store's tables with row counts and experiments."""
+    store = _store(args.root)
+    tables = store.tables()
+    if not tables:
+        print(f"{store.root}: empty store")
+    for table in tables:
+        experiments = store.read(table, columns=["experiment"]).column("experiment")
+        names = sorted(set(experiments.to_pylist()))
+        print(
+            f"{table:<14} rows={len(experiments):<8} files={len(store.files(table)):<5}"
+            f" experiments={names}"
+        )
+    return 0
+
+
+def cmd_results_show(args: argparse.Namespace) -> int:
+    """Print a table's rows."""
+    import pandas as pd
+
+    store = _store(args.root)
+    columns = args.columns.split(",") if args.columns else None
+    df = store.to_pandas(args.table, filters=_filters(args), columns=columns)
+    with pd.option_context("display.max_columns", 30, "display.width", 160):
+        print(df.tail(args.limit).to_string(index=False) if len(df) else "(no rows)")
+    print(f"[{len(df)} rows]")
+    return 0
+
+
+def cmd_results_plot(args: argparse.Namespace) -> int:
+    """Plot a stored table to a PNG."""
+    from raymeta.results.plots import plot_lines
+
+    df = _store(args.root).to_pandas(args.table, filters=_filters(args))
+    if df.empty:
+        raise RaymetaError(f"table {args.table!r} has no rows matching the filters")
+    out = plot_lines(df, x=args.x, y=args.y, by=args.by, out=args.out, logy=args.logy)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_results_gc(args: argparse.Namespace) -> int:
+    """Remove temporary files of killed writers."""
+    removed = _store(args.root).gc(older_than_s=args.older_than_s)
+    print(f"removed {removed} temporary file(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``raymeta`` command."""
+    parser = argparse.ArgumentParser(
+        prog="raymeta",
+        description="Ray-distributed meta-learning (ScaML-GP, SAMA, HeTRoM).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_results(sub)
+    return parser
+
+
+def _add_results(sub: argparse._SubParsersAction) -> None:
+    results = sub.add_parser("results", help="inspect and plot a results store")
+    rsub = results.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str):
+        p = rsub.add_parser(name, help=help, description=help)
+        p.add_argument("root", metavar="ROOT", help="store root (path or URI)")
+        p.set_defaults(fn=fn)
+        return p
+
+    add("ls", cmd_results_ls, "list tables, row counts and experiments")
+    for name, fn, help in (
+        ("show", cmd_results_show, "print rows of a table"),
+        ("plot", cmd_results_plot, "plot median y vs x (25-75%% band) to a PNG"),
+    ):
+        p = add(name, fn, help)
+        p.add_argument(
+            "table", metavar="TABLE", help="e.g. metrics, trials, benchmarks"
+        )
+        p.add_argument("--experiment", help="only rows of this experiment")
+        p.add_argument("--where", action="append", metavar="COL=VALUE", help="filter")
+    show = rsub.choices["show"]
+    show.add_argument("--columns", help="comma-separated columns to print")
+    show.add_argument("--limit", type=int, default=50, help="print the last N rows")
+    plot = rsub.choices["plot"]
+    plot.add_argument("--x", default="step", help="x column (default: step)")
+    plot.add_argument("--y", default="value", help="y column (default: value)")
+    plot.add_argument("--by", help="one line per value of this column")
+    plot.add_argument("--logy", action="store_true", help="log-scale y axis")
+    plot.add_argument("--out", default="raymeta-plot.png", help="PNG path")
+    gc = add("gc", cmd_results_gc, "remove temporary files left by killed writers")
+    gc.add_argument("--older-than-s", type=float, default=3600.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``raymeta`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except (RaymetaError, OSError) as err:
+        message = " ".join(str(err).split())
+        print(f"raymeta: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Plots of stored results (PNG files, no display needed).
+
+:func:`plot_lines` draws one line per group: the median over repeats (e.g. seeds) with
+a 25-75% band, which is how regret curves and training metrics are shown throughout
+raymeta. :func:`plot_histogram` compares value distributions between groups (e.g. the
+learned weights of clean vs noisy examples).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from raymeta.errors import SchemaMismatchError
+
+__all__ = ["plot_histogram", "plot_lines"]
+
+
+def _require(df: pd.DataFrame, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SchemaMismatchError(
+            f"cannot plot: column(s) {missing} not found; available: {list(df.columns)}"
+        )
+
+
+def plot_lines(
+    df: pd.DataFrame,
+    *,
+    x: str,
+    y: str,
+    out: str | Path,
+    by: str | None = None,
+    logy: bool = False,
+    title: str | None = None,
+) -> Path:
+    """Plot median ``y`` against ``x`` per group, with a 25-75% band over repeats.
+
+    Args:
+        df: Long-format rows; several rows per (group, x) are treated as repeats.
+        x: Column for the horizontal axis.
+        y: Column for the vertical axis (numeric).
+        out: PNG path to write (parent directories are created).
+        by: Optional grouping column (one line per value).
+        logy: Use a logarithmic vertical axis.
+        title: Figure title.
+
+    Returns:
+        The written path.
+
+    Raises:
+        SchemaMismatchError: A named column is missing.
+    """
+    _require(df, [x, y] + ([by] if by else []))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups = df.groupby(by, observed=True) if by else [(y, df)]
+    for name, group in groups:
+        stats = group.groupby(x)[y].quantile([0.25, 0.5, 0.75]).unstack()
+        label = name[0] if isinstance(name, tuple) else name
+        ax.plot(stats.index, stats[0.5], label=str(label))
+        ax.fill_between(stats.index, stats[0.25], stats[0.75], alpha=0.2)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=x, ylabel=y, title=title or f"{y} vs {x}")
+    if by:
+        ax.legend()
+    return _save(fig, out)
+
+
+def plot_histogram(
+    df: pd.DataFrame, *, value: str, by: str, out: str | Path, title: str | None = None
+) -> Path:
+    """Overlay histograms of ``value`` for each value of ``by``; returns the path."""
+    _require(df, [value, by])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, group in df.groupby(by, observed=True):
+        ax.hist(group[value], bins=40, alpha=0.5, label=f"{by}={name}")
+    ax.set(xlabel=value, ylabel="count", title=title or f"{value} by {by}")
+    ax.legend()
+    return _save(fig, out)
+
+
+def _save(fig: plt.Figure, out: str | Path) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
