@@ -1,4 +1,4 @@
-"""Meta-data sources -> validated meta-tasks; every bad input names task/column/value."""
+"""Meta-data sources -> validated meta-tasks; bad inputs name task, column, value."""
 
 from __future__ import annotations
 
