@@ -1,0 +1,103 @@
+"""Meta-weight-net data reweighting (Shu et al., 2019) as a bilevel problem.
+
+A small MLP maps each example's (detached) training loss to a weight in (0, 1); the
+base loss is the weighted mean of per-example cross-entropies; the meta loss is the
+plain cross-entropy on a small clean meta set. Trained with SAMA, the net learns to
+down-weight examples whose loss marks them as noisy.
+
+Batches are ``(x, y)`` or ``(x, y, example_id)`` tuples: ``x`` is ``(B, d)``
+features, ``y`` is ``(B,)`` int64 labels; ids are ignored by the losses.
+
+Example:
+    >>> import torch
+    >>> mwn = MetaWeightNet(hidden=4, generator=torch.Generator().manual_seed(0))
+    >>> mwn(torch.tensor([[0.1], [3.0]])).shape
+    torch.Size([2, 1])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from raymeta.metalearn.problem import BilevelProblem, Forward
+
+__all__ = ["MetaWeightNet", "ReweightingProblem", "example_weights"]
+
+
+class MetaWeightNet(torch.nn.Module):
+    """Loss -> weight MLP: ``1 -> hidden -> 1`` with ReLU and a sigmoid output."""
+
+    def __init__(
+        self,
+        hidden: int = 100,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        """Build the net.
+
+        Args:
+            hidden: Width of the hidden layer.
+            generator: Seeds the initial weights (no global RNG is touched).
+            dtype: Parameter dtype.
+        """
+        super().__init__()
+        self.hidden = torch.nn.Linear(1, hidden, dtype=dtype)
+        self.out = torch.nn.Linear(hidden, 1, dtype=dtype)
+        _init_linear(self.hidden, generator)
+        _init_linear(self.out, generator)
+
+    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+        """Map losses ``(B, 1)`` to weights ``(B, 1)`` in (0, 1)."""
+        return torch.sigmoid(self.out(torch.relu(self.hidden(losses))))
+
+
+def _init_linear(layer: torch.nn.Linear, generator: torch.Generator | None) -> None:
+    bound = 1.0 / layer.in_features**0.5
+    with torch.no_grad():
+        layer.weight.uniform_(-bound, bound, generator=generator)
+        layer.bias.uniform_(-bound, bound, generator=generator)
+
+
+def _per_example_ce(forward: Forward, batch: Any) -> torch.Tensor:
+    x, y = batch[0], batch[1]
+    return F.cross_entropy(forward(x), y, reduction="none")
+
+
+class ReweightingProblem(BilevelProblem):
+    """Weighted cross-entropy base loss, plain cross-entropy meta loss."""
+
+    def base_loss(
+        self,
+        forward: Forward,
+        meta: torch.nn.Module,
+        batch: Any,
+        cache: Any | None = None,
+    ) -> torch.Tensor:
+        """Mean of ``meta(loss_i) * loss_i`` over the batch (weights read ``cache``)."""
+        losses = _per_example_ce(forward, batch)
+        inputs = losses.detach() if cache is None else cache
+        weights = meta(inputs.unsqueeze(-1)).squeeze(-1)
+        return (weights * losses).mean()
+
+    def meta_loss(
+        self, forward: Forward, meta: torch.nn.Module, batch: Any
+    ) -> torch.Tensor:
+        """Mean cross-entropy on the (clean) meta batch."""
+        return _per_example_ce(forward, batch).mean()
+
+    def stop_grad_inputs(self, forward: Forward, batch: Any) -> torch.Tensor:
+        """Detached per-example losses ``(B,)``, the meta-weight-net's input."""
+        return _per_example_ce(forward, batch).detach()
+
+
+@torch.no_grad()
+def example_weights(
+    model: torch.nn.Module, meta: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
+    """Weights ``(N,)`` the meta-weight-net gives each example at the current model."""
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    return meta(losses.unsqueeze(-1)).squeeze(-1)
