@@ -212,3 +212,106 @@ def _name(hint: Any) -> str:
 # Built-in job configs. Each method adds its config class below, registered under the
 # name its TOML files give in ``job``. Config keys equal the library's argument names.
 # --------------------------------------------------------------------------------------
+
+
+@register_job_config("sama")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamaJobConfig(JobConfig):
+    """SAMA meta-learning on Ray Train (``jobs/train_sama.py``).
+
+    Attributes:
+        experiment: Results-store experiment name (partition).
+        run_name: Ray run name; rerunning with the same name resumes.
+        storage_path: Ray Train storage (checkpoints); shared on multi-node runs.
+        results_path: Results-store root; None writes nothing.
+        dataset: "digits" (sklearn) or "blobs" (tiny synthetic, for tests).
+        noise_rate: Symmetric label-noise rate of the training set.
+        meta_per_class: Clean meta examples per class (digits).
+        train_set: "noisy" (default), "noisy+meta", "meta" (clean meta set only) or
+            "clean" (oracle: only correctly labelled training points).
+        application: "reweight" (meta-weight-net), "prune" (per-example keep
+            scores, meta set = training set) or "plain" (no meta steps).
+        hidden: Hidden widths of the base MLP (empty = linear model).
+        dtype: "float32" or "float64".
+        base_optimizer: "adam", "adamw" or "sgd".
+        base_lr: Base learning rate.
+        momentum: SGD momentum.
+        weight_decay: Base optimizer weight decay.
+        meta_lr: Adam learning rate of the meta-parameters.
+        meta_hidden: Hidden width of the meta-weight-net.
+        radius: SAMA finite-difference radius R (1e-2 suits float32).
+        adaptation: "auto" (optimizer adaptation) or "none" (SAMA-NA).
+        cache_stop_grad: Reuse stop-gradient inputs at θ in the FD passes.
+        unroll_steps: Base steps per meta step.
+        steps: Total base steps.
+        batch_size: Base batch size per worker.
+        meta_batch_size: Meta batch size per worker.
+        eval_every: Evaluate test/meta accuracy every this many steps.
+        report_every: ``ray.train.report`` every this many steps (lock-step).
+        checkpoint_every: Checkpoint every this many steps (0 = only at the end).
+        check_every: Check θ/λ bit-identity across ranks every this many meta steps
+            (0 = only at the end).
+        keep_fraction: Fraction kept by pruning.
+        num_workers: Ray Train workers (0 = run in the driver).
+        use_gpu: One GPU per worker.
+        max_failures: Worker-group restarts allowed.
+        timeout_minutes: Collective timeout.
+    """
+
+    experiment: str = "sama"
+    run_name: str = "sama"
+    storage_path: str = "/tmp/raymeta-runs"
+    results_path: str | None = None
+    dataset: Literal["digits", "blobs"] = "digits"
+    noise_rate: float = 0.4
+    meta_per_class: int = 10
+    train_set: Literal["noisy", "noisy+meta", "meta", "clean"] = "noisy"
+    application: Literal["reweight", "prune", "plain"] = "reweight"
+    hidden: tuple[int, ...] = (256, 256)
+    dtype: Literal["float32", "float64"] = "float32"
+    base_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    base_lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    meta_lr: float = 1e-3
+    meta_hidden: int = 100
+    radius: float = 1e-2
+    adaptation: Literal["auto", "none"] = "auto"
+    cache_stop_grad: bool = True
+    unroll_steps: int = 1
+    steps: int = 2000
+    batch_size: int = 128
+    meta_batch_size: int = 100
+    eval_every: int = 100
+    report_every: int = 100
+    checkpoint_every: int = 500
+    check_every: int = 0
+    keep_fraction: float = 0.7
+    num_workers: int = 1
+    use_gpu: bool = False
+    max_failures: int = 0
+    timeout_minutes: float = 5.0
+
+    def problems(self) -> list[str]:
+        """Cross-field checks (positive sizes, ranges)."""
+        out = []
+        positive = (
+            "unroll_steps steps batch_size meta_batch_size eval_every report_every "
+            "meta_hidden"
+        ).split()
+        for name in positive:
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "check_every", "num_workers"):
+            if getattr(self, name) < 0:
+                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("base_lr", "meta_lr", "radius", "timeout_minutes"):
+            if not getattr(self, name) > 0:
+                out.append(f"{name}: must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.noise_rate < 1.0:
+            out.append(f"noise_rate: must be in [0, 1), got {self.noise_rate}")
+        if not 0.0 < self.keep_fraction <= 1.0:
+            out.append(f"keep_fraction: must be in (0, 1], got {self.keep_fraction}")
+        if any(h < 1 for h in self.hidden):
+            out.append(f"hidden: widths must be >= 1, got {list(self.hidden)}")
+        return out

@@ -24,7 +24,12 @@ import torch.nn.functional as F
 
 from raymeta.metalearn.problem import BilevelProblem, Forward
 
-__all__ = ["MetaWeightNet", "ReweightingProblem", "example_weights"]
+__all__ = [
+    "MetaWeightNet",
+    "ReweightingProblem",
+    "UnweightedProblem",
+    "example_weights",
+]
 
 
 class MetaWeightNet(torch.nn.Module):
@@ -92,6 +97,23 @@ class ReweightingProblem(BilevelProblem):
     def stop_grad_inputs(self, forward: Forward, batch: Any) -> torch.Tensor:
         """Detached per-example losses ``(B,)``, the meta-weight-net's input."""
         return _per_example_ce(forward, batch).detach()
+
+
+class UnweightedProblem(ReweightingProblem):
+    """Plain training (every weight 1), for baselines that share the SAMA loop.
+
+    The base loss ignores the meta module, so it cannot be meta-trained.
+    """
+
+    def base_loss(
+        self,
+        forward: Forward,
+        meta: torch.nn.Module,
+        batch: Any,
+        cache: Any | None = None,
+    ) -> torch.Tensor:
+        """Mean cross-entropy on the batch."""
+        return _per_example_ce(forward, batch).mean()
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import torch
 
 from raymeta.errors import ConfigError
 
-__all__ = ["NoisyDataset", "noisy_digits", "symmetric_label_noise"]
+__all__ = ["NoisyDataset", "noisy_blobs", "noisy_digits", "symmetric_label_noise"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,5 +143,60 @@ def noisy_digits(
         y_meta=labels[meta_i],
         x_test=feats[test_i],
         y_test=labels[test_i],
+        num_classes=num_classes,
+    )
+
+
+def noisy_blobs(
+    *,
+    seed: int,
+    num_train: int = 128,
+    num_meta: int = 32,
+    num_test: int = 128,
+    dim: int = 5,
+    num_classes: int = 2,
+    noise_rate: float = 0.3,
+    dtype: torch.dtype = torch.float64,
+) -> NoisyDataset:
+    """A tiny Gaussian-blob classification set with label noise (for fast tests).
+
+    Class means are drawn from N(0, 4I); examples are mean + N(0, I). Only the
+    training labels get symmetric noise.
+
+    Args:
+        seed: Seed of every random choice.
+        num_train: Training examples.
+        num_meta: Clean meta examples.
+        num_test: Test examples.
+        dim: Feature dimension.
+        num_classes: Number of classes (>= 2).
+        noise_rate: Label flip probability for the training set.
+        dtype: Feature dtype.
+
+    Returns:
+        A :class:`NoisyDataset` (train ids are ``0..num_train-1``).
+    """
+    rng = np.random.default_rng(seed)
+    means = 2.0 * rng.standard_normal((num_classes, dim))
+    sizes = (num_train, num_meta, num_test)
+    parts = []
+    for n in sizes:
+        y = rng.integers(0, num_classes, size=n)
+        x = means[y] + rng.standard_normal((n, dim))
+        parts.append((torch.as_tensor(x, dtype=dtype), torch.as_tensor(y)))
+    (x_tr, y_tr), (x_me, y_me), (x_te, y_te) = parts
+    observed, flipped = symmetric_label_noise(
+        y_tr.numpy(), noise_rate, num_classes, rng
+    )
+    return NoisyDataset(
+        x_train=x_tr,
+        y_train=torch.as_tensor(observed),
+        y_train_true=y_tr,
+        is_noisy=torch.as_tensor(flipped),
+        train_ids=torch.arange(num_train, dtype=torch.int64),
+        x_meta=x_me,
+        y_meta=y_me,
+        x_test=x_te,
+        y_test=y_te,
         num_classes=num_classes,
     )
