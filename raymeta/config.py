@@ -315,3 +315,93 @@ class SamaJobConfig(JobConfig):
         if any(h < 1 for h in self.hidden):
             out.append(f"hidden: widths must be >= 1, got {list(self.hidden)}")
         return out
+
+
+@register_job_config("hetrom")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeTRoMConfig(JobConfig):
+    """HeTRoM: ranked-range episodic meta-learning (``jobs/train_hetrom.py``).
+
+    Keys mirror the library arguments: the task family (``family``, ``ways``,
+    ``shots``, ``queries``), contamination (``noisy_fraction``, ``outlier_fraction``,
+    ``noise_prob``), the selection rule (``rule`` in plain/oracle/sort/dual/lognormal
+    with ``m``, ``k``, ``threshold_lr``, ``c_hi``, ``c_lo``, ``warmup_steps``), the head
+    (``head``, ``inner_steps``, ``inner_lr``, ``l2``, ``first_order``), the embedding
+    (``hidden``, ``embedding_dim``, ``embedding_scale``), ``meta_lr`` and the run
+    (``steps``, ``tasks_per_batch``, ``test_tasks``, ``num_workers``, ...). ``m`` and
+    ``k`` count tasks of the global meta-batch.
+    """
+
+    experiment: str = "hetrom"
+    family: str = "gaussian_clusters"
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    tasks_per_batch: int = 20
+    noisy_fraction: float = 0.2
+    outlier_fraction: float = 0.2
+    noise_prob: float = 0.8
+    rule: Literal["plain", "oracle", "sort", "dual", "lognormal"] = "sort"
+    m: int = 8
+    k: int = 20
+    threshold_lr: float = 0.02
+    c_hi: float = 1.0
+    c_lo: float = 2.5
+    warmup_steps: int = 100
+    head: Literal["linear", "protonet"] = "linear"
+    inner_steps: int = 10
+    inner_lr: float = 0.5
+    l2: float = 1e-3
+    first_order: bool = False
+    hidden: tuple[int, ...] = (64, 64)
+    embedding_dim: int = 32
+    embedding_scale: float = 4.0
+    meta_lr: float = 1e-3
+    steps: int = 1500
+    test_tasks: int = 600
+    test_batch: int = 50
+    num_workers: int = 1
+    checkpoint_every: int = 100
+    max_failures: int = 0
+    storage_path: str = "runs"
+    results_uri: str = "results"
+    timeout_minutes: float = 5.0
+
+    def problems(self) -> list[str]:
+        """Cross-field checks (sizes, ranges, ranked range vs. batch size)."""
+        out = []
+        for name in (
+            "ways shots queries tasks_per_batch steps test_tasks test_batch "
+            "embedding_dim checkpoint_every"
+        ).split():
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("inner_steps", "warmup_steps", "num_workers"):
+            if getattr(self, name) < 0:
+                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("inner_lr", "meta_lr", "threshold_lr", "embedding_scale"):
+            if not getattr(self, name) > 0:
+                out.append(f"{name}: must be > 0, got {getattr(self, name)}")
+        fracs = (self.noisy_fraction, self.outlier_fraction, self.noise_prob)
+        if min(fracs) < 0 or max(fracs) > 1 or sum(fracs[:2]) > 1:
+            out.append(
+                "noisy_fraction, outlier_fraction, noise_prob: each in [0, 1] and "
+                f"noisy + outlier <= 1; got {fracs}"
+            )
+        if self.rule in ("sort", "dual") and not 0 <= self.m < self.k:
+            out.append(f"m, k: need 0 <= m < k, got m={self.m}, k={self.k}")
+        if self.rule in ("sort", "dual") and self.k > self.tasks_per_batch:
+            out.append(
+                f"k: must be <= tasks_per_batch={self.tasks_per_batch}, got {self.k}"
+            )
+        if self.tasks_per_batch % max(self.num_workers, 1):
+            out.append(
+                f"tasks_per_batch={self.tasks_per_batch} must be divisible by "
+                f"num_workers={self.num_workers}"
+            )
+        if self.test_tasks % self.test_batch:
+            out.append(
+                f"test_tasks={self.test_tasks} must be a multiple of "
+                f"test_batch={self.test_batch}"
+            )
+        return out
