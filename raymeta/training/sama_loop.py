@@ -1,0 +1,503 @@
+"""The SAMA per-worker training loop for Ray Train's ``TorchTrainer``.
+
+Each worker runs :func:`sama_train_loop` with a config dict (the fields of
+:class:`raymeta.config.SamaJobConfig`, plus optional test hooks). Per step:
+
+1. **Base step** under DDP (``prepare_model``): the base loss weighted by the meta
+   module (frozen for this step), ``backward`` (DDP averages θ-gradients), optimizer
+   step.
+2. Every ``unroll_steps`` a **SAMA meta step** on the unwrapped model: backward 1 (v)
+   and the two finite-difference backwards are local
+   (:func:`raymeta.metalearn.sama.sama_hypergradient`); the meta-gradient is then
+   averaged with **one** flattened all-reduce (tag ``"meta_grad"``), and every rank
+   applies the same Adam step to λ. With N workers the result is
+   ``(1/N) Σ_k M_k p_k`` (per-rank base batch M_k, per-rank meta batch and ε_k),
+   *not* the concatenated-batch estimate.
+3. Every ``report_every`` steps all ranks call ``ray.train.report`` together; every
+   ``checkpoint_every`` steps the report carries a complete checkpoint
+   (:mod:`raymeta.training.checkpointing`). θ/λ bit-identity across ranks is checked
+   every ``check_every`` meta steps and at the end.
+
+On start the loop resumes from ``ray.train.get_checkpoint()`` (a retry after a worker
+failure, or a rerun with the same run name) and reports ``attempt`` and
+``restored_from_step``. Rank 0 returns a summary dict (``Result.return_value``):
+history, final accuracies, learned per-example weights, parameter vectors and
+per-rank checksums. Store writes happen in the job layer from that summary.
+
+Test hooks in the config dict (not in the job config): ``fail_once_at_step``,
+``fail_rank`` and ``fail_marker`` make one rank exit once after that step's
+report; ``debug_dir`` makes every rank dump the inputs and output of its first meta
+step there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raymeta.config import SamaJobConfig
+from raymeta.errors import TrainingSetupError
+from raymeta.metalearn.problem import (
+    BilevelProblem,
+    trainable_parameters,
+    validate_problem,
+)
+from raymeta.metalearn.pruning import ExampleScores, PruningProblem
+from raymeta.metalearn.reweighting import (
+    MetaWeightNet,
+    ReweightingProblem,
+    UnweightedProblem,
+    example_weights,
+)
+from raymeta.metalearn.sama import check_optimizer_supported, sama_hypergradient
+from raymeta.tasks.datasets import NoisyDataset, noisy_blobs, noisy_digits
+from raymeta.training import collectives
+from raymeta.training.checkpointing import (
+    TrainingState,
+    report_checkpoint,
+    report_metrics,
+    restore_from_ray,
+)
+
+__all__ = [
+    "build_mlp",
+    "derive_seed",
+    "load_dataset",
+    "sama_train_loop",
+    "training_arrays",
+]
+
+_HOOK_KEYS = ("fail_once_at_step", "fail_rank", "fail_marker", "debug_dir", "run_id")
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A 63-bit seed derived from ``(seed, *parts)`` (e.g. rank, stream id)."""
+    state = np.random.SeedSequence([seed, *parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def build_mlp(
+    sizes: list[int], *, generator: torch.Generator, dtype: torch.dtype
+) -> torch.nn.Sequential:
+    """An MLP ``sizes[0] -> ... -> sizes[-1]`` with ReLU, seeded by ``generator``.
+
+    Uses PyTorch's default ``Linear`` init distribution (uniform ±1/√fan_in) but draws
+    from ``generator`` so that every rank builds identical weights.
+    """
+    layers: list[torch.nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layer = torch.nn.Linear(a, b, dtype=dtype)
+        bound = 1.0 / a**0.5
+        with torch.no_grad():
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            layer.bias.uniform_(-bound, bound, generator=generator)
+        layers.append(layer)
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    return torch.nn.Sequential(*layers)
+
+
+def load_dataset(cfg: SamaJobConfig) -> NoisyDataset:
+    """The dataset a config names (deterministic in ``cfg.seed``)."""
+    dtype = getattr(torch, cfg.dtype)
+    if cfg.dataset == "blobs":
+        return noisy_blobs(seed=cfg.seed, noise_rate=cfg.noise_rate, dtype=dtype)
+    data = noisy_digits(
+        seed=cfg.seed, noise_rate=cfg.noise_rate, meta_per_class=cfg.meta_per_class
+    )
+    cast = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    for key in ("x_train", "x_meta", "x_test"):
+        cast[key] = cast[key].to(dtype)
+    return NoisyDataset(**cast)
+
+
+def training_arrays(
+    data: NoisyDataset, train_set: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, y, ids)`` of the training pool a baseline trains on.
+
+    "noisy": the noisy training set; "noisy+meta": plus the clean meta set;
+    "meta": only the clean meta set; "clean": only correctly labelled training points.
+    Meta examples get ids after the training ids (``N + j``).
+    """
+    n = data.x_train.shape[0]
+    meta_ids = torch.arange(n, n + data.x_meta.shape[0])
+    train_ids = torch.arange(n)
+    if train_set == "noisy":
+        return data.x_train, data.y_train, train_ids
+    if train_set == "noisy+meta":
+        return (
+            torch.cat([data.x_train, data.x_meta]),
+            torch.cat([data.y_train, data.y_meta]),
+            torch.cat([train_ids, meta_ids]),
+        )
+    if train_set == "meta":
+        return data.x_meta, data.y_meta, meta_ids
+    if train_set == "clean":
+        keep = ~data.is_noisy
+        return data.x_train[keep], data.y_train[keep], train_ids[keep]
+    raise TrainingSetupError(f"unknown train_set {train_set!r}")
+
+
+@dataclasses.dataclass
+class _Run:
+    cfg: SamaJobConfig
+    hooks: dict[str, Any]
+    rank: int
+    world: int
+    device: torch.device
+    data: NoisyDataset
+    pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    problem: BilevelProblem
+    model: torch.nn.Module  # bare model
+    net: torch.nn.Module  # DDP-wrapped when world > 1
+    meta: torch.nn.Module
+    opt: torch.optim.Optimizer
+    meta_opt: torch.optim.Optimizer
+    state: TrainingState
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def _make_optimizer(cfg: SamaJobConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.base_optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    cls = torch.optim.AdamW if cfg.base_optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+
+
+def _make_meta(
+    cfg: SamaJobConfig, num_ids: int, dtype: torch.dtype
+) -> tuple[BilevelProblem, torch.nn.Module]:
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 1))
+    if cfg.application == "prune":
+        return PruningProblem(), ExampleScores(num_ids, dtype=dtype)
+    mwn = MetaWeightNet(cfg.meta_hidden, generator=gen, dtype=dtype)
+    if cfg.application == "plain":
+        return UnweightedProblem(), mwn
+    return ReweightingProblem(), mwn
+
+
+def _setup(config: dict[str, Any]) -> _Run:
+    import ray.train
+    import ray.train.torch
+
+    hooks = {k: config[k] for k in _HOOK_KEYS if k in config}
+    cfg = SamaJobConfig(**{k: v for k, v in config.items() if k not in _HOOK_KEYS})
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    dtype = getattr(torch, cfg.dtype)
+    data = load_dataset(cfg)
+    pool = training_arrays(data, cfg.train_set)
+    sizes = [data.x_train.shape[1], *cfg.hidden, data.num_classes]
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 0))
+    model = build_mlp(sizes, generator=gen, dtype=dtype).to(device)
+    num_ids = data.x_train.shape[0] + data.x_meta.shape[0]
+    problem, meta = _make_meta(cfg, num_ids, dtype)
+    meta = meta.to(device)
+    opt = _make_optimizer(cfg, model.parameters())
+    if cfg.application != "plain":
+        check_optimizer_supported(opt)
+    meta_opt = torch.optim.Adam(meta.parameters(), lr=cfg.meta_lr)
+    net = ray.train.torch.prepare_model(model, move_to_device=False)
+    state = TrainingState(
+        modules={"base": model, "meta": meta},
+        optimizers={"base": opt, "meta": meta_opt},
+        generators={
+            "base_batches": torch.Generator().manual_seed(
+                derive_seed(cfg.seed, 2, rank)
+            ),
+            "meta_batches": torch.Generator().manual_seed(
+                derive_seed(cfg.seed, 3, rank)
+            ),
+        },
+    )
+    return _Run(
+        cfg,
+        hooks,
+        rank,
+        world,
+        device,
+        data,
+        pool,
+        problem,
+        model,
+        net,
+        meta,
+        opt,
+        meta_opt,
+        state,
+    )
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def _sample(
+    arrays: tuple[torch.Tensor, ...],
+    size: int,
+    generator: torch.Generator,
+    shard: tuple[int, int],
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
+    """A batch drawn with replacement from this rank's shard ``rows[rank::world]``."""
+    rank, world = shard
+    rows = torch.arange(arrays[0].shape[0])[rank::world]
+    pick = rows[torch.randint(rows.numel(), (size,), generator=generator)]
+    return tuple(a[pick].to(device) for a in arrays)
+
+
+def _meta_arrays(run: _Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if run.cfg.application == "prune":
+        return run.pool  # the training set is the meta set
+    n = run.data.x_train.shape[0]
+    ids = torch.arange(n, n + run.data.x_meta.shape[0])
+    return run.data.x_meta, run.data.y_meta, ids
+
+
+def _base_step(run: _Run, batch: tuple[torch.Tensor, ...]) -> float:
+    run.meta.requires_grad_(False)
+    try:
+        loss = run.problem.base_loss(run.net, run.meta, batch)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+    finally:
+        run.meta.requires_grad_(True)
+    run.opt.step()
+    return float(loss.detach())
+
+
+def _meta_step(
+    run: _Run,
+    base_batch: tuple[torch.Tensor, ...],
+    meta_batch: tuple[torch.Tensor, ...],
+) -> dict[str, float]:
+    cfg = run.cfg
+    result = sama_hypergradient(
+        run.problem,
+        run.model,
+        run.meta,
+        base_batch,
+        meta_batch,
+        run.opt,
+        radius=cfg.radius,
+        adaptation=cfg.adaptation,
+        cache_stop_grad=cfg.cache_stop_grad,
+    )
+    local = [g.clone() for g in result.grads]
+    grads = result.grads
+    collectives.all_reduce_mean_(grads, tag="meta_grad")
+    if "debug_dir" in run.hooks and run.state.extra.get("meta_steps", 0) == 0:
+        _dump_meta_step(run, base_batch, meta_batch, local, grads)
+    for p, g in zip(trainable_parameters(run.meta), grads):
+        p.grad = g
+    run.meta_opt.step()
+    run.meta_opt.zero_grad(set_to_none=True)
+    run.state.extra["meta_steps"] = run.state.extra.get("meta_steps", 0) + 1
+    return {"meta_loss": float(result.meta_loss), "epsilon": result.epsilon}
+
+
+def _dump_meta_step(run, base_batch, meta_batch, local, reduced) -> None:
+    path = Path(run.hooks["debug_dir"]) / f"meta_step_rank{run.rank}.pt"
+    torch.save(
+        {
+            "model": run.model.state_dict(),
+            "meta": run.meta.state_dict(),
+            "opt": run.opt.state_dict(),
+            "last_grads": [p.grad.clone() for p in run.model.parameters()],
+            "base_batch": base_batch,
+            "meta_batch": meta_batch,
+            "local": local,
+            "reduced": [g.clone() for g in reduced],
+        },
+        path,
+    )
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((model(x).argmax(-1) == y).double().mean())
+
+
+def _evaluate(run: _Run) -> dict[str, float]:
+    dev = run.device
+    test = _accuracy(run.model, run.data.x_test.to(dev), run.data.y_test.to(dev))
+    meta = _accuracy(run.model, run.data.x_meta.to(dev), run.data.y_meta.to(dev))
+    extra = run.state.extra
+    if meta > extra.get("best_meta_acc", -1.0):
+        extra["best_meta_acc"], extra["test_acc_at_best_meta"] = meta, test
+    return {"test_acc": test, "meta_acc": meta}
+
+
+def _check_ranks(run: _Run) -> None:
+    collectives.assert_identical_across_ranks(
+        list(run.model.parameters()), what="base parameters"
+    )
+    collectives.assert_identical_across_ranks(
+        list(run.meta.parameters()), what="meta parameters"
+    )
+
+
+def _maybe_fail(run: _Run, step: int) -> None:
+    hooks = run.hooks
+    if hooks.get("fail_once_at_step") != step or hooks.get("fail_rank") != run.rank:
+        return
+    marker = Path(hooks["fail_marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"rank {run.rank} exited at step {step}\n")
+    time.sleep(1.0)  # let the controller register the checkpoint just reported
+    os._exit(1)
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-worker SAMA loop; pass it to :func:`raymeta.training.trainer.build_trainer`.
+
+    Args:
+        config: Fields of :class:`~raymeta.config.SamaJobConfig` (as a dict) plus the
+            optional test hooks listed in the module docstring.
+
+    Returns:
+        On rank 0, a summary dict (see :func:`_summary`); None on other ranks.
+
+    Raises:
+        TrainingSetupError: The problem is set up wrongly (checked before step 1).
+        RankDivergenceError: θ or λ differ between ranks.
+    """
+    run = _setup(config)
+    cfg, state = run.cfg, run.state
+    restored = restore_from_ray(state, rank=run.rank)
+    run.history = list(state.extra.get("history", []))
+    base_arrays = (*run.pool,)
+    meta_arrays = _meta_arrays(run)
+    shard = (run.rank, run.world)
+    gens = state.generators
+    if not restored and cfg.application != "plain":
+        probe_base = _sample(
+            base_arrays, 2, torch.Generator().manual_seed(0), shard, run.device
+        )
+        probe_meta = _sample(
+            meta_arrays, 2, torch.Generator().manual_seed(0), (0, 1), run.device
+        )
+        validate_problem(run.problem, run.model, run.meta, probe_base, probe_meta)
+    collectives.COUNTER.reset()
+    start = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    while state.step < cfg.steps:
+        step = state.step + 1
+        batch = _sample(
+            base_arrays, cfg.batch_size, gens["base_batches"], shard, run.device
+        )
+        metrics = {"base_loss": _base_step(run, batch)}
+        if cfg.application != "plain" and step % cfg.unroll_steps == 0:
+            meta_batch = _sample(
+                meta_arrays,
+                cfg.meta_batch_size,
+                gens["meta_batches"],
+                (0, 1),
+                run.device,
+            )
+            metrics.update(_meta_step(run, batch, meta_batch))
+            if cfg.check_every and state.extra["meta_steps"] % cfg.check_every == 0:
+                _check_ranks(run)
+        state.step = step
+        state.cursor = {"samples_seen": step * cfg.batch_size}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics.update(_evaluate(run))
+        _record_and_report(run, step, metrics, start)
+        _maybe_fail(run, step)
+    _check_ranks(run)
+    checksums = _rank_checksums(run)
+    return (
+        _summary(run, checksums, time.perf_counter() - start) if run.rank == 0 else None
+    )
+
+
+def _record_and_report(
+    run: _Run, step: int, metrics: dict[str, Any], start: float
+) -> None:
+    cfg, state = run.cfg, run.state
+    checkpoint_now = cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+    report_now = step % cfg.report_every == 0 or step == cfg.steps or checkpoint_now
+    if not report_now:
+        return
+    row = {
+        "step": step,
+        **metrics,
+        "attempt": state.attempt,
+        "restored_from_step": state.restored_from_step,
+        "meta_grad_collectives": collectives.COUNTER["meta_grad"],
+        "meta_steps": state.extra.get("meta_steps", 0),
+        "wall_time_s": time.perf_counter() - start,
+    }
+    run.history.append(row)
+    state.extra["history"] = run.history
+    if checkpoint_now:
+        report_checkpoint(row, state, rank=run.rank)
+    else:
+        report_metrics(row)
+
+
+def _rank_checksums(run: _Run) -> list[int]:
+    local = collectives.tensor_checksum(
+        [*run.model.parameters(), *run.meta.parameters()]
+    )
+    gathered = collectives.all_gather_flat(torch.tensor([local], dtype=torch.int64))
+    return [int(v) for v in gathered.reshape(-1).tolist()]
+
+
+def _final_weights(run: _Run) -> torch.Tensor:
+    x, y = run.data.x_train.to(run.device), run.data.y_train.to(run.device)
+    if run.cfg.application == "prune":
+        return run.meta.logits.detach()[: x.shape[0]].cpu()
+    return example_weights(run.model, run.meta, x, y).cpu()
+
+
+def _summary(run: _Run, checksums: list[int], loop_seconds: float) -> dict[str, Any]:
+    final = _evaluate(run)
+    extra = run.state.extra
+    weights = _final_weights(run)
+    return {
+        "history": run.history,
+        "test_acc": final["test_acc"],
+        "meta_acc": final["meta_acc"],
+        "best_meta_acc": extra.get("best_meta_acc"),
+        "test_acc_at_best_meta": extra.get("test_acc_at_best_meta"),
+        "weights": weights.double().numpy(),
+        "is_noisy": run.data.is_noisy.numpy(),
+        "labels": run.data.y_train_true.numpy(),
+        "observed_labels": run.data.y_train.numpy(),
+        "example_ids": run.data.train_ids.numpy(),
+        "base_params": torch.cat(
+            [p.detach().reshape(-1) for p in run.model.parameters()]
+        ).cpu(),
+        "meta_params": torch.cat(
+            [p.detach().reshape(-1) for p in run.meta.parameters()]
+        ).cpu(),
+        "rank_checksums": checksums,
+        "attempt": run.state.attempt,
+        "restored_from_step": run.state.restored_from_step,
+        "meta_steps": extra.get("meta_steps", 0),
+        "meta_grad_collectives_this_attempt": collectives.COUNTER["meta_grad"],
+        "world_size": run.world,
+        "loop_seconds": loop_seconds,
+        "steps": run.state.step,
+        "samples_per_s": (run.state.step - (run.state.restored_from_step or 0))
+        * run.cfg.batch_size
+        * run.world
+        / max(loop_seconds, 1e-9),
+    }
