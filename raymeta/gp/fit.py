@@ -1,0 +1,280 @@
+"""Fit one meta-task GP as a pure function and keep a small, picklable state.
+
+:func:`fit_task_gp` fits a botorch ``SingleTaskGP`` (zero mean, ``Standardize``
+outcome transform, Scale(RBF-ARD) kernel with the meta priors and bounds of
+:mod:`raymeta.gp.priors`) by MAP: one L-BFGS-B fit from the default start, then five
+restarts from hyperparameters drawn from the priors; the best MAP value wins. The
+restarts are seeded by ``seed`` only, so a fit does not depend on which process runs
+it or what was fitted before (unlike the reference's warm-start chain).
+
+The returned :class:`TaskGPState` holds hyperparameters, the (row-sorted) training
+inputs, the Cholesky factor and solve vector of the standardised kernel matrix and the
+output normalisation: everything the driver needs to evaluate the task's posterior
+without gpytorch (:class:`raymeta.gp.model.MetaStack`).
+
+Example:
+    >>> import torch
+    >>> from raymeta.tasks.data import TaskData
+    >>> X = torch.rand(8, 2, dtype=torch.float64)
+    >>> state = fit_task_gp(TaskData("t", X, X.sum(1)), seed=0, restarts=0)
+    >>> TaskGPState.from_bytes(state.to_bytes()).task_hash == state.task_hash
+    True
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from botorch.optim.fit import fit_gpytorch_mll_scipy
+from gpytorch.constraints import Interval
+from gpytorch.kernels import RBFKernel, ScaleKernel
+from gpytorch.likelihoods import GaussianLikelihood
+from gpytorch.means import ZeroMean
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import GammaPrior, LogNormalPrior
+
+from raymeta.errors import FitError, MetaDataError
+from raymeta.gp.kernel import cholesky_jitter, scaled_rbf
+from raymeta.gp.priors import KERNEL_BOUNDS, META_PRIORS, NOISE_BOUNDS, draw_in_bounds
+from raymeta.tasks.data import TaskData
+
+__all__ = ["TaskGPState", "build_meta_gp", "fit_task_gp", "seed_from_hash"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class TaskGPState:
+    """A fitted meta-task GP, all tensors float64.
+
+    Attributes:
+        task_id: The task's id.
+        task_hash: ``TaskData.content_hash()`` of the fitted data.
+        X: ``n x d`` training inputs (rows in canonical order).
+        lengthscale: ``d`` ARD lengthscales.
+        outputscale: Scalar outputscale (standardised units).
+        noise: Scalar noise variance (standardised units).
+        y_mean: Mean of the task's raw y.
+        y_std: Standard deviation of the task's raw y (1 when undefined).
+        chol: ``n x n`` lower Cholesky factor of ``K + noise I`` (standardised).
+        alpha: ``n`` solve vector ``(K + noise I)^{-1} (y - y_mean) / y_std``.
+        mll: Best MAP objective (per point) reached by the fit.
+        fit_seconds: Wall time of the fit.
+    """
+
+    task_id: str
+    task_hash: str
+    X: torch.Tensor
+    lengthscale: torch.Tensor
+    outputscale: torch.Tensor
+    noise: torch.Tensor
+    y_mean: torch.Tensor
+    y_std: torch.Tensor
+    chol: torch.Tensor
+    alpha: torch.Tensor
+    mll: float
+    fit_seconds: float
+
+    @property
+    def n(self) -> int:
+        """Number of training points."""
+        return int(self.X.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Input dimension."""
+        return int(self.X.shape[1])
+
+    def hyperparameters(self) -> dict[str, list[float] | float]:
+        """Lengthscales, outputscale and noise as plain Python numbers."""
+        return {
+            "lengthscale": self.lengthscale.tolist(),
+            "outputscale": float(self.outputscale),
+            "noise": float(self.noise),
+        }
+
+    def to_bytes(self) -> bytes:
+        """Serialise (numpy ``.npz``, no pickle) for the store's ``state`` column."""
+        arrays = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            arrays[f.name] = (
+                value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            )
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TaskGPState:
+        """Inverse of :meth:`to_bytes`."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            kw = {}
+            for f in fields(cls):
+                arr = npz[f.name]
+                if f.name in ("task_id", "task_hash"):
+                    kw[f.name] = str(arr)
+                elif f.name in ("mll", "fit_seconds"):
+                    kw[f.name] = float(arr)
+                else:
+                    kw[f.name] = torch.from_numpy(arr.copy())
+        return cls(**kw)
+
+
+def seed_from_hash(task_hash: str, seed: int) -> int:
+    """Per-task seed derived from content hash and a base seed (not the position)."""
+    return (int(task_hash[:15], 16) + 1_000_003 * int(seed)) % (2**63 - 1)
+
+
+def build_meta_gp(task: TaskData) -> SingleTaskGP:
+    """The meta-task SingleTaskGP with the spec's priors, bounds and start values."""
+    d = task.dim
+    ls, os_, noise = META_PRIORS.start
+    base = RBFKernel(
+        ard_num_dims=d,
+        lengthscale_prior=GammaPrior(*META_PRIORS.lengthscale[1:]),
+        lengthscale_constraint=Interval(*KERNEL_BOUNDS),
+    )
+    kernel = ScaleKernel(
+        base,
+        outputscale_prior=GammaPrior(*META_PRIORS.outputscale[1:]),
+        outputscale_constraint=Interval(*KERNEL_BOUNDS),
+    )
+    likelihood = GaussianLikelihood(
+        noise_prior=LogNormalPrior(*META_PRIORS.noise[1:]),
+        noise_constraint=Interval(*NOISE_BOUNDS),
+    )
+    model = SingleTaskGP(
+        task.X,
+        task.y[:, None],
+        likelihood=likelihood,
+        covar_module=kernel,
+        mean_module=ZeroMean(),
+        outcome_transform=Standardize(m=1),
+    ).to(torch.float64)
+    _set_hypers(model, np.full(d, ls), os_, noise)
+    return model
+
+
+def _set_hypers(model: SingleTaskGP, ls: np.ndarray, os_: float, noise: float) -> None:
+    kernel = model.covar_module
+    kernel.base_kernel.lengthscale = torch.as_tensor(ls, dtype=torch.float64)[None]
+    kernel.outputscale = torch.as_tensor(os_, dtype=torch.float64)
+    model.likelihood.noise = torch.as_tensor([noise], dtype=torch.float64)
+
+
+def _restart_starts(d: int, restarts: int, seed: int) -> list[tuple]:
+    rng = np.random.default_rng(seed)
+    ls0, os0, noise0 = META_PRIORS.start
+    starts = [(np.full(d, ls0), os0, noise0)]
+    for _ in range(restarts):
+        ls = draw_in_bounds(META_PRIORS.lengthscale, d, KERNEL_BOUNDS, rng)
+        os_ = draw_in_bounds(META_PRIORS.outputscale, 1, KERNEL_BOUNDS, rng)[0]
+        noise = draw_in_bounds(META_PRIORS.noise, 1, NOISE_BOUNDS, rng)[0]
+        starts.append((ls, os_, noise))
+    return starts
+
+
+def _map_value(mll: ExactMarginalLogLikelihood) -> float:
+    model = mll.model
+    model.train()
+    with torch.no_grad():
+        out = model(*model.train_inputs)
+        value = mll(out, model.train_targets)
+    return float(value)
+
+
+def fit_task_gp(
+    task: TaskData, *, seed: int, restarts: int = 5, maxiter: int = 200
+) -> TaskGPState:
+    """Fit one meta-task GP by MAP with 1 default start plus prior-drawn restarts.
+
+    Args:
+        task: The task's observations (rows are put in canonical order first, so the
+            fit does not depend on their order).
+        seed: Seed of the restart draws (derive it from the task hash, not its
+            position, for order-independent meta-fits).
+        restarts: Number of prior-drawn restarts after the default start.
+        maxiter: L-BFGS-B iteration cap per start.
+
+    Returns:
+        The fitted state (float64).
+
+    Raises:
+        MetaDataError: ``task`` is not a TaskData.
+        FitError: Every start failed numerically.
+    """
+    if not isinstance(task, TaskData):
+        raise MetaDataError(f"fit_task_gp expects a TaskData; got {type(task)}")
+    start_time = time.perf_counter()
+    task = task.sorted()
+    model = build_meta_gp(task)
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    best: tuple[float, dict] | None = None
+    for ls, os_, noise in _restart_starts(task.dim, restarts, seed):
+        _set_hypers(model, ls, os_, noise)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mll.train()
+                fit_gpytorch_mll_scipy(mll, options={"maxiter": maxiter})
+            value = _map_value(mll)
+        except Exception as err:  # numerical trouble in one start: try the next
+            log.warning("task %r: a GP fit start failed: %s", task.task_id, err)
+            continue
+        if np.isfinite(value) and (best is None or value > best[0]):
+            best = (value, _hypers_of(model))
+    if best is None:
+        raise FitError(
+            f"task {task.task_id!r}: every GP fit start failed; check the data "
+            "(constant or duplicated y?)"
+        )
+    return _make_state(task, model, best, time.perf_counter() - start_time)
+
+
+def _hypers_of(model: SingleTaskGP) -> dict:
+    kernel = model.covar_module
+    return {
+        "lengthscale": kernel.base_kernel.lengthscale.detach().reshape(-1).clone(),
+        "outputscale": kernel.outputscale.detach().reshape(()).clone(),
+        "noise": model.likelihood.noise.detach().reshape(()).clone(),
+    }
+
+
+def _make_state(
+    task: TaskData, model: SingleTaskGP, best: tuple[float, dict], seconds: float
+) -> TaskGPState:
+    value, hp = best
+    tf = model.outcome_transform
+    y_mean = tf.means.detach().reshape(())
+    y_std = tf.stdvs.detach().reshape(())
+    z = (task.y - y_mean) / y_std
+    K = scaled_rbf(task.X, task.X, hp["lengthscale"], hp["outputscale"])
+    K = K + hp["noise"] * torch.eye(task.n, dtype=torch.float64)
+    try:
+        chol, _ = cholesky_jitter(K)
+    except torch.linalg.LinAlgError as err:
+        raise FitError(f"task {task.task_id!r}: kernel matrix not PD: {err}") from err
+    alpha = torch.cholesky_solve(z[:, None], chol).reshape(-1)
+    return TaskGPState(
+        task_id=task.task_id,
+        task_hash=task.content_hash(),
+        X=task.X,
+        lengthscale=hp["lengthscale"],
+        outputscale=hp["outputscale"],
+        noise=hp["noise"],
+        y_mean=y_mean.clone(),
+        y_std=y_std.clone(),
+        chol=chol,
+        alpha=alpha,
+        mll=value,
+        fit_seconds=seconds,
+    )
