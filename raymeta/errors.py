@@ -26,6 +26,7 @@ __all__ = [
     "RaymetaError",
     "SchemaMismatchError",
     "SearchSpaceError",
+    "SearcherSetupError",
     "SelectionError",
     "StoreError",
     "TrainingSetupError",
@@ -94,3 +95,7 @@ class UnknownTaskFamilyError(RaymetaError, KeyError):
 
 class RankDivergenceError(RaymetaError, RuntimeError):
     """Replicated state (parameters, meta-parameters) differs between ranks."""
+
+
+class SearcherSetupError(RaymetaError, ValueError):
+    """A searcher lacks its metric, mode or space, or cannot restore a checkpoint."""

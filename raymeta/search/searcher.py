@@ -1,0 +1,567 @@
+"""ScaMLGPSearch: a Ray Tune searcher warm-started from earlier tuning runs.
+
+Use it like any Tune search algorithm::
+
+    searcher = ScaMLGPSearch(metric="loss", mode="min", meta_data=store_or_frame)
+    Tuner(trainable, param_space=space,
+          tune_config=TuneConfig(search_alg=ConcurrencyLimiter(searcher, 4),
+                                 num_samples=20)).fit()
+
+The class is a thin translator (like Ray's ``OptunaSearch``): it converts the Tune
+space to the unit cube (:func:`~raymeta.search.space.convert_search_space`), turns
+meta-data into meta-tasks (:mod:`raymeta.search.metadata`), keeps the bookkeeping of
+observations, failures and pending trials, and asks :func:`raymeta.gp.propose.propose`
+for the next point. All modelling lives in :mod:`raymeta.gp`.
+
+Behaviour under Tune:
+
+- **Warm start vs restore.** *Warm start* = a new experiment that learns from old ones
+  (``meta_data=``, ``points_to_evaluate`` + ``evaluated_rewards``,
+  ``add_evaluated_point``). *Restore* = finishing the same experiment after a crash
+  (``Tuner.restore``): :meth:`save` writes an explicit, versioned state dict (metric,
+  mode, space, observations, failed points, pending trials, remaining
+  points_to_evaluate, meta-tasks and their fitted GP states, fitted target
+  hyperparameters, seed and suggestion counter), so a blank ``ScaMLGPSearch()``
+  restores without ``set_search_properties`` and continues bit-identically. The RNG
+  "state" is the suggestion counter: every suggestion uses a seed derived from
+  ``(seed, counter)``, never a global RNG.
+- **Failures.** ``on_trial_complete`` with ``error=True``, a missing/non-numeric
+  metric or a NaN/inf value never raises and never enters the GP: the point is kept as
+  *failed* and passed to the model as ``avoid`` (never re-proposed). A trial removed
+  before it ran (``result=None, error=False``) is forgotten.
+- **Concurrency.** Pending trials are passed to the model as fantasies, so concurrent
+  suggestions differ; a canonical point equal to a pending, observed or failed one is
+  replaced by a fresh random point. :meth:`set_max_concurrency` is honoured (suggest
+  returns ``None`` while ``max_concurrent`` trials are pending), so wrap the searcher in
+  ``ConcurrencyLimiter(searcher, max_concurrent=N)``: Tune then also allows N pending
+  trials (without a limiter it allows one; ``TUNE_MAX_PENDING_TRIALS_PG`` overrides).
+- **No deadlocks.** Meta-task GPs are fitted once, on the first suggestion, by
+  :func:`raymeta.search.fitting.fit_meta_tasks` as Ray tasks that request **zero CPUs**
+  (``fit_num_cpus=0.0``): they never hold a CPU that a trial is waiting for, so the
+  fit cannot starve Tune of resources whatever ``max_concurrent`` is (they oversubscribe
+  the node briefly instead; each fit uses one torch thread). Without a running Ray
+  (unit tests, notebooks) or with ``num_fit_workers=0`` the fits run in-process. No
+  actor handle is ever stored, so the searcher pickles at construction and after.
+- **Failing fits.** ``propose`` falls back on its own (drop a meta-task, target-only
+  GP, random); if it still raises, the searcher logs a warning and suggests a random
+  point, so the Tune loop never sees an exception from :meth:`suggest`.
+
+Example:
+    >>> from ray import tune
+    >>> s = ScaMLGPSearch({"x": tune.uniform(0, 1)}, metric="loss", mode="min", seed=0)
+    >>> config = s.suggest("1")
+    >>> 0.0 <= config["x"] <= 1.0
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ray.tune.search import Searcher
+
+from raymeta.errors import SearcherSetupError, SearchSpaceError
+from raymeta.search.metadata import build_meta_tasks, load_meta_frame
+from raymeta.search.space import (
+    SearchSpace,
+    convert_search_space,
+    flatten_config,
+    unflatten_config,
+)
+from raymeta.tasks.data import TaskData, validate_meta_tasks
+
+__all__ = ["STATE_VERSION", "ScaMLGPSearch"]
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+_SAME_POINT = 1e-9
+
+
+class ScaMLGPSearch(Searcher):
+    """Ray Tune searcher running ScaML-GP Bayesian optimisation with meta-data.
+
+    Args:
+        space: Tune search space; ``None`` = take Tune's ``param_space`` in
+            :meth:`set_search_properties`.
+        metric: Metric to optimise (also accepted from ``TuneConfig``).
+        mode: ``"min"`` or ``"max"``.
+        meta_data: Earlier runs: a DataFrame, ResultStore, ResultGrid, experiment
+            path, a ``*MetaData`` source from :mod:`raymeta.search.metadata`, a
+            list of those, or a list of :class:`~raymeta.tasks.data.TaskData`
+            already in this space's unit cube (lower is better). ``None`` = plain
+            GP-BO.
+        points_to_evaluate: Configs (nested or ``"a/b"`` keys, may be partial) to
+            try first, in order; missing keys are filled at random.
+        evaluated_rewards: Metric values of ``points_to_evaluate``: the points are
+            then added as observations instead of being run.
+        seed: Base seed of every random choice the searcher and model make.
+        acquisition: ``"ucb"``, ``"ei"`` or ``"logei"`` (see ``propose``).
+        beta: UCB exploration parameter (9 = minimise mu - 3 sigma).
+        restarts: Prior-drawn restarts of each target-model fit.
+        num_restarts: Restarts of the acquisition optimiser.
+        raw_samples: Sobol candidates screened for the acquisition starts.
+        meta_restarts: Prior-drawn restarts of each meta-task GP fit.
+        num_fit_workers: Ray workers for the meta-task GP fits (0 = in-process).
+        fit_num_cpus: CPUs each fit worker requests (default 0: never starves trials).
+        meta_store: Optional ResultStore caching fitted meta-task GPs by content hash.
+        max_concurrent: Maximum pending trials (also set by ConcurrencyLimiter).
+
+    Raises:
+        SearcherSetupError: ``mode`` is not ``"min"``/``"max"`` or the warm-start
+            lists have different lengths.
+        SearchSpaceError: ``space`` or ``points_to_evaluate`` is invalid.
+        MetaDataError: ``meta_data`` is empty or malformed (names task/column/value).
+    """
+
+    def __init__(
+        self,
+        space: Mapping[str, Any] | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        *,
+        meta_data: Any = None,
+        points_to_evaluate: Sequence[Mapping[str, Any]] | None = None,
+        evaluated_rewards: Sequence[float] | None = None,
+        seed: int = 0,
+        acquisition: str = "ucb",
+        beta: float = 9.0,
+        restarts: int = 5,
+        num_restarts: int = 4,
+        raw_samples: int = 1024,
+        meta_restarts: int = 5,
+        num_fit_workers: int = 1,
+        fit_num_cpus: float = 0.0,
+        meta_store: Any = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        """Validate the arguments and, where the space is known, the meta-data."""
+        _check_mode(mode)
+        super().__init__(metric=metric, mode=mode)
+        if evaluated_rewards is not None and len(evaluated_rewards) != len(
+            points_to_evaluate or []
+        ):
+            raise SearcherSetupError(
+                f"evaluated_rewards has {len(evaluated_rewards)} values but "
+                f"points_to_evaluate has {len(points_to_evaluate or [])}; give one "
+                "reward per point"
+            )
+        self._seed = int(seed)
+        self._options = {
+            "acquisition": acquisition,
+            "beta": float(beta),
+            "restarts": int(restarts),
+            "num_restarts": int(num_restarts),
+            "raw_samples": int(raw_samples),
+            "meta_restarts": int(meta_restarts),
+            "num_fit_workers": int(num_fit_workers),
+            "fit_num_cpus": float(fit_num_cpus),
+        }
+        self._meta_store = meta_store
+        self._max_concurrent = max_concurrent
+        self._space: SearchSpace | None = None
+        self._points = [dict(p) for p in points_to_evaluate or []]
+        self._rewards = list(evaluated_rewards) if evaluated_rewards else None
+        self._meta_source = meta_data
+        self._meta_frame = None
+        self._meta_tasks: list[TaskData] | None = None
+        self._meta_states: list[Any] | None = None
+        self._X: list[np.ndarray] = []
+        self._y: list[float] = []
+        self._failed: list[np.ndarray] = []
+        self._pending: dict[str, np.ndarray] = {}
+        self._num_suggested = 0
+        self._target_state: Any = None
+        if space:
+            self._set_space(convert_search_space(space))
+        else:
+            self._load_meta_frame()
+
+    # ------------------------------------------------------------- Tune hooks
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        """Accept Tune's metric, mode and ``param_space`` (only if none was given).
+
+        Raises:
+            SearchSpaceError: The space holds an unsupported domain.
+            MetaDataError: The meta-data do not fit the space.
+        """
+        if self._space is not None:
+            return False
+        _check_mode(mode)
+        if metric:
+            self._metric = metric
+        if mode:
+            self._mode = mode
+        self._set_space(convert_search_space(config))
+        return True
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Limit pending trials ourselves (``suggest`` returns None at the limit)."""
+        self._max_concurrent = max_concurrent
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """Return the next config (nested dict), or ``None`` at the pending limit.
+
+        Raises:
+            SearcherSetupError: Metric, mode or search space are still unknown.
+        """
+        self._require_ready()
+        if trial_id in self._pending:
+            return self._config_of(self._pending[trial_id])
+        if self._max_concurrent and len(self._pending) >= self._max_concurrent:
+            return None
+        x = self._next_point()
+        self._pending[trial_id] = x
+        self._num_suggested += 1
+        return self._config_of(x)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Record a finished trial; bad or missing results become failed points."""
+        x = self._pending.pop(trial_id, None)
+        if x is None or (result is None and not error):
+            return
+        value = None if error else self._value_of(result)
+        if value is None:
+            log.info("trial %s failed or gave no finite %r", trial_id, self._metric)
+            self._failed.append(x)
+            return
+        self._X.append(x)
+        self._y.append(value)
+
+    def add_evaluated_point(
+        self,
+        parameters: Mapping[str, Any],
+        value: float,
+        error: bool = False,
+        pruned: bool = False,
+        intermediate_values: list[float] | None = None,
+    ) -> None:
+        """Add an already evaluated config (nested or ``"a/b"`` keys) as data.
+
+        Raises:
+            SearcherSetupError: The search space is not known yet.
+            SearchSpaceError: ``parameters`` lie outside the space.
+        """
+        if self._space is None:
+            raise SearcherSetupError(
+                "add_evaluated_point needs the search space; pass space= to "
+                "ScaMLGPSearch or call it after set_search_properties"
+            )
+        x = self._space.encode(parameters)
+        y = None if error or pruned else self._value_of({self._metric: value})
+        if y is None:
+            self._failed.append(x)
+        else:
+            self._X.append(x)
+            self._y.append(y)
+
+    # ------------------------------------------------------------ persistence
+    def get_state(self) -> dict[str, Any]:
+        """Explicit, versioned state dict (see the module docstring)."""
+        states = self._meta_states
+        return {
+            "version": STATE_VERSION,
+            "metric": self._metric,
+            "mode": self._mode,
+            "space": self._space,
+            "seed": self._seed,
+            "options": dict(self._options),
+            "max_concurrent": self._max_concurrent,
+            "num_suggested": self._num_suggested,
+            "X": [x.copy() for x in self._X],
+            "y": list(self._y),
+            "failed": [x.copy() for x in self._failed],
+            "pending": {k: v.copy() for k, v in self._pending.items()},
+            "points_to_evaluate": [dict(p) for p in self._points],
+            "meta_tasks": _tasks_to_arrays(self._meta_tasks),
+            "meta_states": None if states is None else [s.to_bytes() for s in states],
+            "target_state": self._target_state,
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Inverse of :meth:`get_state`.
+
+        Raises:
+            SearcherSetupError: The state has an unknown version.
+        """
+        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+            got = state.get("version") if isinstance(state, Mapping) else type(state)
+            raise SearcherSetupError(
+                f"cannot restore ScaMLGPSearch state version {got!r}; this raymeta "
+                f"reads version {STATE_VERSION}; re-run with the raymeta that wrote it"
+            )
+        from raymeta.gp.fit import TaskGPState
+
+        self._metric, self._mode = state["metric"], state["mode"]
+        self._space, self._seed = state["space"], state["seed"]
+        self._options = dict(state["options"])
+        self._max_concurrent = state["max_concurrent"]
+        self._num_suggested = state["num_suggested"]
+        self._X, self._y = list(state["X"]), list(state["y"])
+        self._failed = list(state["failed"])
+        self._pending = dict(state["pending"])
+        self._points, self._rewards = list(state["points_to_evaluate"]), None
+        self._meta_source = self._meta_frame = None
+        self._meta_tasks = _tasks_from_arrays(state["meta_tasks"])
+        states = state["meta_states"]
+        self._meta_states = (
+            None if states is None else [TaskGPState.from_bytes(b) for b in states]
+        )
+        self._target_state = state["target_state"]
+
+    def save(self, checkpoint_path: str) -> None:
+        """Write :meth:`get_state` to ``checkpoint_path`` (pickle of plain data)."""
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load a state written by :meth:`save` (no set_search_properties needed)."""
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+    # --------------------------------------------------------------- queries
+    @property
+    def num_observations(self) -> int:
+        """Number of finite observations the GP is fitted on."""
+        return len(self._y)
+
+    @property
+    def num_failed(self) -> int:
+        """Number of failed points (kept out of the GP, never re-proposed)."""
+        return len(self._failed)
+
+    @property
+    def pending_trials(self) -> list[str]:
+        """Ids of suggested trials that have not completed yet."""
+        return list(self._pending)
+
+    @property
+    def search_space(self) -> SearchSpace | None:
+        """The converted search space (``None`` before it is known)."""
+        return self._space
+
+    # -------------------------------------------------------------- internals
+    def _load_meta_frame(self) -> None:
+        source = self._meta_source
+        if source is None or self._metric is None or self._meta_frame is not None:
+            return
+        if isinstance(source, list | tuple) and source and _all_tasks(source):
+            validate_meta_tasks(source)
+            self._meta_tasks = list(source)
+            self._meta_source = None
+            return
+        self._meta_frame = load_meta_frame(source, metric=self._metric)
+        self._meta_source = None
+
+    def _set_space(self, space: SearchSpace) -> None:
+        if space.dim == 0:
+            raise SearchSpaceError(
+                "the search space has no searchable parameter (only constants); add "
+                "at least one domain, e.g. tune.uniform(0, 1)"
+            )
+        self._space = space
+        self._points = [self._check_point(p) for p in self._points]
+        self._finish_setup()
+
+    def _finish_setup(self) -> None:
+        """Build meta-tasks and add evaluated rewards once metric+mode+space exist."""
+        self._load_meta_frame()
+        if self._mode is None or self._metric is None:
+            return
+        if self._meta_frame is not None:
+            tasks = build_meta_tasks(self._meta_frame, self._space, mode=self._mode)
+            self._meta_tasks, self._meta_frame = tasks, None
+        self._check_meta_dim()
+        if self._rewards is not None:
+            for i, (point, reward) in enumerate(
+                zip(self._points, self._rewards, strict=True)
+            ):
+                x = self._complete_point(point, -1 - i)
+                self.add_evaluated_point(self._space.decode(x), reward)
+            self._points, self._rewards = [], None
+
+    def _check_meta_dim(self) -> None:
+        tasks = self._meta_tasks or []
+        if tasks and tasks[0].dim != self._space.dim:
+            from raymeta.errors import MetaDataError
+
+            raise MetaDataError(
+                f"meta-task {tasks[0].task_id!r} has dimension {tasks[0].dim} but "
+                f"the search space encodes to {self._space.dim} columns "
+                f"{list(self._space.names)}"
+            )
+
+    def _check_point(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        flat = flatten_config(point)
+        for name, value in flat.items():
+            if name in self._space.constants:
+                continue
+            if name not in self._space.names:
+                raise SearchSpaceError(
+                    f"points_to_evaluate: key {name!r} is not a parameter of the "
+                    f"search space {list(self._space.names)}"
+                )
+            param = self._space.parameter(name)
+            if not param.contains(value):
+                raise SearchSpaceError(
+                    f"points_to_evaluate: {name!r}={value!r} lies outside "
+                    f"{param.describe()}"
+                )
+        return flat
+
+    def _require_ready(self) -> None:
+        if self._space is None:
+            raise SearcherSetupError(
+                "ScaMLGPSearch has no search space: pass space= or a param_space "
+                "to tune.Tuner()"
+            )
+        if self._metric is None or self._mode is None:
+            raise SearcherSetupError(
+                f"ScaMLGPSearch needs metric and mode (got metric={self._metric!r}, "
+                f"mode={self._mode!r}); pass them to ScaMLGPSearch or TuneConfig"
+            )
+        self._finish_setup()
+
+    def _next_point(self) -> np.ndarray:
+        if self._points:
+            return self._complete_point(self._points.pop(0), self._num_suggested)
+        rng = self._rng()
+        try:
+            x = self._space.canonical(self._propose())
+        except Exception as err:  # the model's own fallbacks failed: stay alive
+            log.warning("ScaML-GP proposal failed (%s); suggesting at random", err)
+            x = self._space.sample(rng)
+        return self._distinct(x, rng)
+
+    def _propose(self) -> np.ndarray:
+        from raymeta.gp.propose import propose
+
+        options = self._options
+        proposal = propose(
+            self._fitted_meta_states(),
+            self._target_task(),
+            dim=self._space.dim,
+            seed=self._step_seed(),
+            pending=_stack(list(self._pending.values())),
+            avoid=_stack(self._failed),
+            acquisition=options["acquisition"],
+            beta=options["beta"],
+            init_state=self._target_state,
+            restarts=options["restarts"],
+            num_restarts=options["num_restarts"],
+            raw_samples=options["raw_samples"],
+        )
+        if proposal.fallback:
+            log.warning("ScaML-GP used fallback %r", proposal.fallback)
+        if proposal.target_state is not None:
+            self._target_state = proposal.target_state
+        return proposal.x.detach().numpy().astype(np.float64)
+
+    def _fitted_meta_states(self) -> list[Any]:
+        if self._meta_states is None:
+            self._meta_states = self._fit_meta(self._meta_tasks or [])
+        return self._meta_states
+
+    def _fit_meta(self, tasks: list[TaskData]) -> list[Any]:
+        if not tasks:
+            return []
+        import ray
+
+        if not ray.is_initialized() or self._options["num_fit_workers"] == 0:
+            from raymeta.gp.fit import fit_task_gp, seed_from_hash
+
+            restarts = self._options["meta_restarts"]
+            return [
+                fit_task_gp(
+                    t,
+                    seed=seed_from_hash(t.content_hash(), self._seed),
+                    restarts=restarts,
+                )
+                for t in tasks
+            ]
+        from raymeta.search.fitting import fit_meta_tasks
+
+        return fit_meta_tasks(
+            tasks,
+            seed=self._seed,
+            num_workers=self._options["num_fit_workers"],
+            num_cpus_per_worker=self._options["fit_num_cpus"],
+            store=self._meta_store,
+        )
+
+    def _target_task(self) -> TaskData | None:
+        if not self._y:
+            return None
+        X = torch.from_numpy(np.stack(self._X))
+        return TaskData("target", X, torch.tensor(self._y, dtype=torch.float64))
+
+    def _distinct(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        taken = [*self._pending.values(), *self._X, *self._failed]
+        for _ in range(100):
+            if not any(np.max(np.abs(x - t)) < _SAME_POINT for t in taken):
+                return x
+            x = self._space.sample(rng)
+        return x
+
+    def _complete_point(self, point: Mapping[str, Any], step: int) -> np.ndarray:
+        rng = np.random.default_rng([self._seed, step + 1_000_000, 1])
+        config = self._space.decode(self._space.sample(rng))
+        config.update(flatten_config(point))
+        return self._space.encode(config)
+
+    def _config_of(self, x: np.ndarray) -> dict[str, Any]:
+        return unflatten_config(self._space.decode(x))
+
+    def _value_of(self, result: Mapping[str, Any] | None) -> float | None:
+        value = (result or {}).get(self._metric)
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+            return None
+        value = float(value)
+        if not math.isfinite(value):
+            return None
+        return -value if self._mode == "max" else value
+
+    def _step_seed(self) -> int:
+        sequence = np.random.SeedSequence([self._seed, self._num_suggested])
+        return int(sequence.generate_state(1)[0])
+
+    def _rng(self) -> np.random.Generator:
+        return np.random.default_rng([self._seed, self._num_suggested, 2])
+
+
+def _check_mode(mode: str | None) -> None:
+    if mode is not None and mode not in ("min", "max"):
+        raise SearcherSetupError(f"mode must be 'min' or 'max'; got {mode!r}")
+
+
+def _all_tasks(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, TaskData) for v in values)
+
+
+def _stack(points: list[np.ndarray]) -> torch.Tensor | None:
+    return torch.from_numpy(np.stack(points)) if points else None
+
+
+def _tasks_to_arrays(tasks: list[TaskData] | None) -> list[tuple] | None:
+    if tasks is None:
+        return None
+    return [(t.task_id, t.X.numpy().copy(), t.y.numpy().copy()) for t in tasks]
+
+
+def _tasks_from_arrays(arrays: list[tuple] | None) -> list[TaskData] | None:
+    if arrays is None:
+        return None
+    return [
+        TaskData(tid, torch.from_numpy(X), torch.from_numpy(y)) for tid, X, y in arrays
+    ]

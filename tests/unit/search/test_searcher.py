@@ -1,0 +1,320 @@
+"""ScaMLGPSearch called directly (no Ray): ports of Ray's generic searcher checks."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from ray import tune
+
+from raymeta.errors import MetaDataError, SearcherSetupError, SearchSpaceError
+from raymeta.search.searcher import ScaMLGPSearch
+
+METRIC = "metric"
+# Cheap model settings: unit tests check bookkeeping, not optimisation quality.
+FAST = {"restarts": 0, "num_restarts": 1, "raw_samples": 64, "meta_restarts": 0}
+
+
+def _meta_frame(n_tasks=2, n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(n_tasks):
+        for a in rng.uniform(0, 5, size=n):
+            rows.append({"task_id": f"old-{t}", "a": a, METRIC: -((a - 2.0 - t) ** 2)})
+    return pd.DataFrame(rows)
+
+
+def _objective(config):
+    return -((config["a"] - 2.5) ** 2)
+
+
+def _drive(searcher, trial_id, value=None):
+    config = searcher.suggest(trial_id)
+    result = {METRIC: _objective(config) if value is None else value}
+    searcher.on_trial_complete(trial_id, result=result)
+    return config
+
+
+@pytest.mark.slow
+def test_save_restore_checkpoint_continues_bit_identically(tmp_path):
+    # Port of ray's SaveRestoreCheckpointTest, plus bit-identity of the future.
+    searcher = ScaMLGPSearch(meta_data=_meta_frame(), metric=METRIC, seed=3, **FAST)
+    searcher.set_search_properties(METRIC, "max", {"a": tune.uniform(0, 5)})
+    for trial_id in ("1", "2", "not_completed"):
+        searcher.suggest(trial_id)
+    searcher.on_trial_complete("1", result={METRIC: 1.0})
+    path = str(tmp_path / "searcher.pkl")
+    searcher.save(path)
+
+    restored = ScaMLGPSearch()
+    restored.restore(path)  # no set_search_properties
+    assert restored.metric == METRIC and restored.mode == "max"
+    assert set(restored.pending_trials) == {"2", "not_completed"}
+    for s in (searcher, restored):
+        s.on_trial_complete("2", result={METRIC: 2.0})
+    third = [_drive(s, "3") for s in (searcher, restored)]
+    assert third[0] == third[1]
+    assert "not_completed" in restored.pending_trials
+    assert restored.num_observations == searcher.num_observations == 3
+    fourth = [s.suggest("4") for s in (searcher, restored)]
+    assert fourth[0] == fourth[1]  # bit-identical floats
+
+
+def test_restore_rejects_unknown_state_version(tmp_path):
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps({"version": 999}))
+    with pytest.raises(SearcherSetupError, match=r"state version 999"):
+        ScaMLGPSearch().restore(str(path))
+
+
+def test_searcher_pickles_at_construction_and_after_use():
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)},
+        metric=METRIC,
+        mode="max",
+        meta_data=_meta_frame(),
+        **FAST,
+    )
+    clone = pickle.loads(pickle.dumps(searcher))
+    _drive(searcher, "1")
+    pickle.loads(pickle.dumps(searcher))
+    assert clone.suggest("1") == ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)},
+        metric=METRIC,
+        mode="max",
+        meta_data=_meta_frame(),
+        **FAST,
+    ).suggest("1")
+
+
+def test_points_to_evaluate_are_served_first_in_order():
+    points = [{"a": 1.0, "b": {"c": "y"}}, {"a": 4.5}]  # the second one is partial
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5), "b": {"c": tune.choice(["x", "y"])}},
+        metric=METRIC,
+        mode="max",
+        points_to_evaluate=points,
+        **FAST,
+    )
+    first = searcher.suggest("1")
+    second = searcher.suggest("2")
+    assert first == {"a": 1.0, "b": {"c": "y"}}
+    assert second["a"] == 4.5 and second["b"]["c"] in ("x", "y")
+
+
+def test_evaluated_rewards_become_observations_without_trials():
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)},
+        metric=METRIC,
+        mode="max",
+        points_to_evaluate=[{"a": 1.0}, {"a": 3.0}],
+        evaluated_rewards=[-2.0, -0.3],
+        **FAST,
+    )
+    assert searcher.num_observations == 2
+    config = searcher.suggest("1")
+    assert config["a"] not in (1.0, 3.0)
+
+
+def test_add_evaluated_point_adds_data_and_failures():
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)}, metric=METRIC, mode="min", **FAST
+    )
+    searcher.add_evaluated_point({"a": 1.0}, 0.5)
+    searcher.add_evaluated_point({"a": 2.0}, float("nan"))
+    searcher.add_evaluated_point({"a": 3.0}, 0.1, error=True)
+    assert (searcher.num_observations, searcher.num_failed) == (1, 2)
+    assert 0.0 <= searcher.suggest("1")["a"] <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("result", "error"),
+    [
+        ({METRIC: float("nan")}, False),
+        ({METRIC: float("inf")}, False),
+        ({METRIC: float("-inf")}, False),
+        ({"other": 1.0}, False),
+        ({METRIC: "text"}, False),
+        (None, True),
+        ({METRIC: 1.0}, True),
+    ],
+)
+def test_invalid_results_never_raise_and_never_enter_the_gp(result, error):
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)}, metric=METRIC, mode="max", **FAST
+    )
+    _drive(searcher, "0")
+    searcher.suggest("1")
+    searcher.on_trial_complete("1", result=result, error=error)
+    assert (searcher.num_observations, searcher.num_failed) == (1, 1)
+    assert 0.0 <= searcher.suggest("2")["a"] <= 5.0
+    # reports after completion (ray's testOptunaReportTooOften) are ignored
+    searcher.on_trial_result("1", {METRIC: 1.0})
+    searcher.on_trial_complete("1", result={METRIC: 1.0})
+    assert searcher.num_observations == 1
+
+
+def test_trial_removed_before_running_is_forgotten():
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)}, metric=METRIC, mode="max", **FAST
+    )
+    searcher.suggest("1")
+    searcher.on_trial_complete(trial_id="1", result=None, error=False)
+    assert (searcher.num_observations, searcher.num_failed) == (0, 0)
+    assert searcher.pending_trials == []
+
+
+def test_failed_points_are_never_proposed_again():
+    searcher = ScaMLGPSearch(
+        {"c": tune.choice(["x", "y", "z"])}, metric=METRIC, mode="min", seed=1, **FAST
+    )
+    seen = []
+    for i, outcome in enumerate(({METRIC: float("nan")}, None)):
+        seen.append(searcher.suggest(str(i))["c"])
+        searcher.on_trial_complete(str(i), result=outcome, error=outcome is None)
+    third = searcher.suggest("2")["c"]
+    assert len(set(seen)) == 2 and third not in seen
+
+
+def test_concurrent_pending_suggestions_differ_and_limit_is_enforced():
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)}, metric=METRIC, mode="max", **FAST
+    )
+    _drive(searcher, "0")
+    _drive(searcher, "1")
+    assert searcher.set_max_concurrency(4) is True
+    configs = [searcher.suggest(f"p{i}") for i in range(4)]
+    assert searcher.suggest("p4") is None
+    values = sorted(c["a"] for c in configs)
+    assert min(np.diff(values)) > 1e-3 * 5
+
+
+@pytest.mark.slow
+def test_same_seed_same_suggestions_and_meta_data_changes_them():
+    def first_three(meta):
+        s = ScaMLGPSearch(
+            {"a": tune.uniform(0, 5)},
+            metric=METRIC,
+            mode="max",
+            meta_data=meta,
+            seed=5,
+            **FAST,
+        )
+        return [_drive(s, str(i))["a"] for i in range(3)]
+
+    base = first_three(_meta_frame(seed=0))
+    assert first_three(_meta_frame(seed=0)) == base
+    assert first_three(_meta_frame(seed=1)) != base
+
+
+@pytest.mark.slow
+def test_suggestions_stay_inside_every_supported_domain():
+    space = {
+        "u": tune.uniform(-2.0, 3.0),
+        "lu": tune.loguniform(1e-4, 1e-1),
+        "qu": tune.quniform(0.0, 0.3, 0.1),
+        "ri": tune.randint(3, 7),
+        "qri": tune.qrandint(2, 20, 3),
+        "lri": tune.lograndint(1, 100),
+        "ch": tune.choice(["a", "b", 3]),
+        "nested": {"c": 5},
+    }
+    searcher = ScaMLGPSearch(space, metric=METRIC, mode="min", seed=0, **FAST)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        config = searcher.suggest(str(i))
+        for key, domain in space.items():
+            if key == "nested":
+                assert config[key] == {"c": 5}
+                continue
+            assert domain.is_valid(config[key]), (key, config[key])
+        assert isinstance(config["ri"], int) and config["ri"] < 7
+        assert isinstance(config["lri"], int) and config["lri"] < 100
+        assert config["qri"] % 3 == 0
+        assert round(config["qu"] / 0.1, 9) == round(config["qu"] / 0.1)
+        searcher.on_trial_complete(str(i), result={METRIC: float(rng.normal())})
+
+
+# --- bad inputs: every one raises before any trial starts --------------------------
+
+
+def test_bad_mode_is_rejected():
+    with pytest.raises(SearcherSetupError, match=r"mode must be 'min' or 'max'"):
+        ScaMLGPSearch(metric=METRIC, mode="maximize", **FAST)
+
+
+def test_suggest_without_space_or_metric_is_a_clear_error():
+    with pytest.raises(SearcherSetupError, match=r"no search space"):
+        ScaMLGPSearch(metric=METRIC, mode="max", **FAST).suggest("1")
+    with pytest.raises(SearcherSetupError, match=r"needs metric and mode"):
+        ScaMLGPSearch({"a": tune.uniform(0, 1)}, **FAST).suggest("1")
+
+
+def test_unsupported_domain_fails_at_set_search_properties():
+    searcher = ScaMLGPSearch(metric=METRIC, mode="max", **FAST)
+    with pytest.raises(SearchSpaceError, match=r"'g'.*grid_search"):
+        searcher.set_search_properties(METRIC, "max", {"g": tune.grid_search([1, 2])})
+
+
+def test_warm_start_lists_must_match():
+    with pytest.raises(SearcherSetupError, match=r"evaluated_rewards has 1 values"):
+        ScaMLGPSearch(
+            points_to_evaluate=[{"a": 1}, {"a": 2}], evaluated_rewards=[1.0], **FAST
+        )
+
+
+def test_points_to_evaluate_outside_the_space_are_rejected():
+    with pytest.raises(SearchSpaceError, match=r"'a'=9.0 lies outside"):
+        ScaMLGPSearch(
+            {"a": tune.uniform(0, 5)}, points_to_evaluate=[{"a": 9.0}], **FAST
+        )
+    with pytest.raises(SearchSpaceError, match=r"key 'b' is not a parameter"):
+        ScaMLGPSearch(
+            {"a": tune.uniform(0, 5)}, points_to_evaluate=[{"b": 1.0}], **FAST
+        )
+
+
+BAD_META = [
+    (lambda f: f.iloc[:0], r"meta-data is empty"),
+    (lambda f: f.drop(columns=["a"]), r"task 'old-0': column 'a' missing"),
+    (lambda f: f.assign(a=f["a"] + 10), r"task 'old-0': column 'a' has value 1\d\.\d+"),
+    (lambda f: f.assign(**{METRIC: "x"}), r"task 'old-0'.*non-numeric value 'x'"),
+    (lambda f: f.assign(a=np.nan), r"task 'old-0': column 'a' is NaN in row 0"),
+    (
+        lambda f: f.assign(c="nope"),
+        r"task 'old-0': column 'c' has unknown category 'nope'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("corrupt", "match"), BAD_META)
+def test_bad_meta_data_fails_at_construction(corrupt, match):
+    space = {"a": tune.uniform(0, 5), "c": tune.choice(["x", "y"])}
+    frame = _meta_frame().assign(c="x")
+    with pytest.raises(MetaDataError, match=match):
+        ScaMLGPSearch(
+            space, metric=METRIC, mode="max", meta_data=corrupt(frame), **FAST
+        )
+
+
+def test_bad_meta_data_fails_at_set_search_properties_when_space_comes_from_tune():
+    searcher = ScaMLGPSearch(
+        metric=METRIC, mode="max", meta_data=_meta_frame().assign(a=99.0), **FAST
+    )
+    with pytest.raises(MetaDataError, match=r"column 'a' has value 99.0"):
+        searcher.set_search_properties(METRIC, "max", {"a": tune.uniform(0, 5)})
+
+
+def test_extra_meta_columns_warn_once():
+    frame = _meta_frame().assign(extra=1.0)
+    with pytest.warns(UserWarning, match=r"dropped column\(s\) \['extra'\]") as rec:
+        ScaMLGPSearch(
+            {"a": tune.uniform(0, 5)},
+            metric=METRIC,
+            mode="max",
+            meta_data=frame,
+            **FAST,
+        )
+    assert len(rec) == 1
