@@ -252,6 +252,8 @@ class SamaJobConfig(JobConfig):
         check_every: Check θ/λ bit-identity across ranks every this many meta steps
             (0 = only at the end).
         keep_fraction: Fraction kept by pruning.
+        keep_ids_path: Optional ``.npy`` of training-example ids to train on (a
+            pruned subset); None trains on the whole ``train_set``.
         num_workers: Ray Train workers (0 = run in the driver).
         use_gpu: One GPU per worker.
         max_failures: Worker-group restarts allowed.
@@ -287,6 +289,7 @@ class SamaJobConfig(JobConfig):
     checkpoint_every: int = 500
     check_every: int = 0
     keep_fraction: float = 0.7
+    keep_ids_path: str | None = None
     num_workers: int = 1
     use_gpu: bool = False
     max_failures: int = 0

@@ -29,6 +29,7 @@ __all__ = [
     "ReweightingProblem",
     "UnweightedProblem",
     "example_weights",
+    "weight_auc",
 ]
 
 
@@ -123,3 +124,26 @@ def example_weights(
     """Weights ``(N,)`` the meta-weight-net gives each example at the current model."""
     losses = F.cross_entropy(model(x), y, reduction="none")
     return meta(losses.unsqueeze(-1)).squeeze(-1)
+
+
+def weight_auc(weights: torch.Tensor, is_noisy: torch.Tensor) -> float:
+    """ROC AUC of weights separating clean (positive) from noisy examples.
+
+    1.0: every clean example outweighs every noisy one; 0.5: no separation. Ties
+    count one half.
+
+    Args:
+        weights: ``(N,)`` per-example weights.
+        is_noisy: ``(N,)`` bool ground truth.
+
+    Returns:
+        The AUC, or NaN when one of the two groups is empty.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+    noisy = torch.as_tensor(is_noisy, dtype=torch.bool).reshape(-1)
+    clean_w, noisy_w = w[~noisy], w[noisy]
+    if clean_w.numel() == 0 or noisy_w.numel() == 0:
+        return float("nan")
+    greater = (clean_w[:, None] > noisy_w[None, :]).double().mean()
+    ties = (clean_w[:, None] == noisy_w[None, :]).double().mean()
+    return float(greater + 0.5 * ties)

@@ -68,9 +68,12 @@ from raymeta.training.checkpointing import (
 __all__ = [
     "build_mlp",
     "derive_seed",
+    "fit_sama",
     "load_dataset",
     "sama_train_loop",
+    "summary_metrics",
     "training_arrays",
+    "write_sama_results",
 ]
 
 _HOOK_KEYS = ("fail_once_at_step", "fail_rank", "fail_marker", "debug_dir", "run_id")
@@ -200,6 +203,10 @@ def _setup(config: dict[str, Any]) -> _Run:
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg)
     pool = training_arrays(data, cfg.train_set)
+    if cfg.keep_ids_path:
+        keep = torch.as_tensor(np.load(cfg.keep_ids_path), dtype=torch.int64)
+        mask = torch.isin(pool[2], keep)
+        pool = (pool[0][mask], pool[1][mask], pool[2][mask])
     sizes = [data.x_train.shape[1], *cfg.hidden, data.num_classes]
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 0))
     model = build_mlp(sizes, generator=gen, dtype=dtype).to(device)
@@ -467,6 +474,12 @@ def _final_weights(run: _Run) -> torch.Tensor:
     return example_weights(run.model, run.meta, x, y).cpu()
 
 
+def _flat_numpy(module: torch.nn.Module) -> np.ndarray:
+    return (
+        torch.cat([p.detach().reshape(-1) for p in module.parameters()]).cpu().numpy()
+    )
+
+
 def _summary(run: _Run, checksums: list[int], loop_seconds: float) -> dict[str, Any]:
     final = _evaluate(run)
     extra = run.state.extra
@@ -482,12 +495,8 @@ def _summary(run: _Run, checksums: list[int], loop_seconds: float) -> dict[str, 
         "labels": run.data.y_train_true.numpy(),
         "observed_labels": run.data.y_train.numpy(),
         "example_ids": run.data.train_ids.numpy(),
-        "base_params": torch.cat(
-            [p.detach().reshape(-1) for p in run.model.parameters()]
-        ).cpu(),
-        "meta_params": torch.cat(
-            [p.detach().reshape(-1) for p in run.meta.parameters()]
-        ).cpu(),
+        "base_params": _flat_numpy(run.model),
+        "meta_params": _flat_numpy(run.meta),
         "rank_checksums": checksums,
         "attempt": run.state.attempt,
         "restored_from_step": run.state.restored_from_step,
@@ -501,3 +510,128 @@ def _summary(run: _Run, checksums: list[int], loop_seconds: float) -> dict[str, 
         * run.world
         / max(loop_seconds, 1e-9),
     }
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def fit_sama(
+    cfg: SamaJobConfig,
+    *,
+    run_name: str | None = None,
+    hooks: dict[str, Any] | None = None,
+) -> Any:
+    """Run SAMA for ``cfg`` on a ``TorchTrainer`` and return Ray's ``Result``.
+
+    Rerunning with the same ``run_name`` and ``cfg.storage_path`` resumes from the
+    latest checkpoint. ``Result.return_value`` is rank 0's summary.
+
+    Args:
+        cfg: The validated job config.
+        run_name: Ray run name (default ``cfg.run_name``).
+        hooks: Optional test hooks (see the module docstring).
+    """
+    from raymeta.training.trainer import build_trainer
+
+    loop_config = {**dataclasses.asdict(cfg), **(hooks or {})}
+    trainer = build_trainer(
+        sama_train_loop,
+        loop_config,
+        run_name=run_name or cfg.run_name,
+        storage_path=cfg.storage_path,
+        num_workers=cfg.num_workers,
+        use_gpu=cfg.use_gpu,
+        max_failures=cfg.max_failures,
+        timeout_minutes=cfg.timeout_minutes,
+    )
+    return trainer.fit()
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Headline numbers of a run summary (accuracies, weight AUC, throughput)."""
+    from raymeta.metalearn.reweighting import weight_auc
+
+    weights = torch.as_tensor(summary["weights"])
+    noisy = torch.as_tensor(summary["is_noisy"])
+    out = {
+        "test_acc": summary["test_acc"],
+        "meta_acc": summary["meta_acc"],
+        "test_acc_at_best_meta": summary["test_acc_at_best_meta"] or float("nan"),
+        "weight_auc": weight_auc(weights, noisy),
+        "mean_weight_clean": float(weights[~noisy].mean()) if (~noisy).any() else 0.0,
+        "mean_weight_noisy": float(weights[noisy].mean()) if noisy.any() else 0.0,
+        "samples_per_s": summary["samples_per_s"],
+        "attempt": float(summary["attempt"]),
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+def write_sama_results(
+    store: Any, cfg: SamaJobConfig, summary: dict[str, Any], *, run_id: str
+) -> None:
+    """Append a run's metrics, final per-example weights and summary to ``store``.
+
+    Tables: ``metrics`` (one row per reported number, plus ``summary/<name>`` rows at
+    the final step) and ``data_weights`` (one row per training example, with the
+    ground-truth ``is_noisy``). Appends are keyed by ``run_id`` (idempotent).
+
+    Args:
+        store: A :class:`raymeta.results.ResultStore`.
+        cfg: The run's config.
+        summary: ``Result.return_value`` of :func:`fit_sama`.
+        run_id: Identifier of this run inside ``cfg.experiment``.
+    """
+    method = f"{cfg.application}:{cfg.train_set}"
+    rows = [
+        {
+            "experiment": cfg.experiment,
+            "run_id": run_id,
+            "method": method,
+            "step": int(row["step"]),
+            "name": name,
+            "value": float(value),
+            "rank": 0,
+            "attempt": int(row["attempt"]),
+            "wall_time_s": float(row["wall_time_s"]),
+        }
+        for row in summary["history"]
+        for name, value in row.items()
+        if name not in ("step", "attempt", "wall_time_s")
+        and isinstance(value, int | float)
+    ]
+    final_step = int(summary["steps"])
+    rows += [
+        {
+            "experiment": cfg.experiment,
+            "run_id": run_id,
+            "method": method,
+            "step": final_step,
+            "name": f"summary/{name}",
+            "value": value,
+            "rank": 0,
+            "attempt": int(summary["attempt"]),
+        }
+        for name, value in summary_metrics(summary).items()
+    ]
+    store.append("metrics", rows, key=(cfg.experiment, run_id, "metrics"))
+    weights = [
+        {
+            "experiment": cfg.experiment,
+            "run_id": run_id,
+            "example_id": int(i),
+            "weight": float(w),
+            "label": int(lab),
+            "observed_label": int(obs),
+            "is_noisy": bool(n),
+            "split": "train",
+            "step": final_step,
+        }
+        for i, w, lab, obs, n in zip(
+            summary["example_ids"],
+            summary["weights"],
+            summary["labels"],
+            summary["observed_labels"],
+            summary["is_noisy"],
+        )
+    ]
+    store.append("data_weights", weights, key=(cfg.experiment, run_id, "weights"))

@@ -33,3 +33,13 @@ def test_base_loss_uses_cache_as_meta_input_and_weights_losses():
     assert not torch.allclose(other, expected)
     w = example_weights(model, mwn, x, y)
     assert torch.allclose(w, mwn(cache.unsqueeze(-1)).squeeze(-1))
+
+
+def test_weight_auc_extremes_and_ties():
+    from raymeta.metalearn.reweighting import weight_auc
+
+    noisy = torch.tensor([False, False, True, True])
+    assert weight_auc(torch.tensor([0.9, 0.8, 0.1, 0.2]), noisy) == 1.0
+    assert weight_auc(torch.tensor([0.1, 0.2, 0.9, 0.8]), noisy) == 0.0
+    assert weight_auc(torch.ones(4), noisy) == 0.5
+    assert weight_auc(torch.ones(2), torch.tensor([False, False])) != 0.5  # nan

@@ -1,0 +1,256 @@
+"""Benchmark: SAMA meta-weight-net reweighting and SAMA data pruning on digits.
+
+Usage::
+
+    python jobs/bench_sama_reweighting.py --part reweight --seeds 0,1,2
+    python jobs/bench_sama_reweighting.py --part sensitivity --seeds 0,1,2 \
+        --meta-lrs 1e-3,3e-3,1e-2
+    python jobs/bench_sama_reweighting.py --part prune --seeds 0,1,2
+
+``reweight``: 40% symmetric label noise, 100-example clean meta set; plain training,
+plain on noisy + meta set, plain early-stopped on the meta set, clean meta set only,
+the oracle (only clean-labelled training points) and SAMA-MWN with an Adam base.
+``sensitivity``: SAMA-MWN over meta learning rates. ``prune``: SAMA keep scores vs
+random and EL2N at ``--keep`` (default 0.7, i.e. 30% pruned), retrained from scratch.
+Every run is a ``TorchTrainer`` in local mode (``num_workers=0``, one process); the
+figures are printed and appended to the results store table ``benchmarks``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raymeta.config import parse_config
+from raymeta.metalearn.pruning import el2n_scores, keep_mask, random_scores
+from raymeta.training.sama_loop import (
+    build_mlp,
+    fit_sama,
+    load_dataset,
+    summary_metrics,
+)
+
+BASE = dict(
+    job="sama",
+    dataset="digits",
+    noise_rate=0.4,
+    meta_per_class=10,
+    hidden=[256, 256],
+    base_optimizer="adam",
+    base_lr=1e-3,
+    batch_size=128,
+    meta_batch_size=100,
+    eval_every=100,
+    report_every=1000,
+    checkpoint_every=0,
+    num_workers=0,
+)
+
+
+def run(tmp: str, name: str, **overrides):
+    cfg = parse_config({**BASE, "storage_path": tmp, **overrides})
+    t0 = time.perf_counter()
+    summary = fit_sama(cfg, run_name=f"{name}-{time.time_ns()}").return_value
+    figures = summary_metrics(summary)
+    figures["seconds"] = time.perf_counter() - t0
+    return cfg, summary, figures
+
+
+def reweight_rows(tmp, seed, steps, meta_lr):
+    rows = []
+
+    def add(method, value, metric="test_acc"):
+        rows.append(
+            dict(
+                family="digits-noise0.4",
+                method=method,
+                seed=seed,
+                metric=metric,
+                value=value,
+            )
+        )
+
+    _, _, plain = run(tmp, "plain", seed=seed, steps=steps, application="plain")
+    add("plain", plain["test_acc"])
+    add("early_stop_on_meta", plain["test_acc_at_best_meta"])
+    for train_set, method in (
+        ("noisy+meta", "plain+meta"),
+        ("meta", "clean_meta_only"),
+        ("clean", "oracle_clean_train"),
+    ):
+        _, _, fig = run(
+            tmp,
+            method,
+            seed=seed,
+            steps=steps,
+            application="plain",
+            train_set=train_set,
+        )
+        add(method, fig["test_acc"])
+    _, _, sama = run(
+        tmp, "sama", seed=seed, steps=steps, application="reweight", meta_lr=meta_lr
+    )
+    add("sama_mwn_adam", sama["test_acc"])
+    add("sama_mwn_adam", sama["weight_auc"], "weight_auc")
+    add("sama_mwn_adam", sama["mean_weight_clean"], "mean_weight_clean")
+    add("sama_mwn_adam", sama["mean_weight_noisy"], "mean_weight_noisy")
+    add("sama_mwn_adam", sama["seconds"], "seconds")
+    return rows
+
+
+def sensitivity_rows(tmp, seed, steps, meta_lrs):
+    rows = []
+    for lr in meta_lrs:
+        _, _, fig = run(
+            tmp,
+            f"sama-lr{lr}",
+            seed=seed,
+            steps=steps,
+            application="reweight",
+            meta_lr=lr,
+        )
+        for metric in ("test_acc", "weight_auc"):
+            rows.append(
+                dict(
+                    family="digits-noise0.4",
+                    method=f"sama_mwn_meta_lr={lr:g}",
+                    seed=seed,
+                    metric=metric,
+                    value=fig[metric],
+                )
+            )
+    return rows
+
+
+def prune_rows(tmp, seed, steps, keep, noise, score_steps, meta_lr):
+    family = f"digits-noise{noise:g}-keep{keep:g}"
+    common = dict(seed=seed, noise_rate=noise, application="plain")
+    cfg, sama_summary, _ = run(
+        tmp,
+        "prune-score",
+        seed=seed,
+        noise_rate=noise,
+        application="prune",
+        steps=score_steps,
+        meta_lr=meta_lr,
+        meta_batch_size=128,
+    )
+    data = load_dataset(cfg)
+    ids = data.train_ids.numpy()
+    # EL2N from a plain model trained for score_steps // 5 steps (early in training).
+    el2n_cfg, el2n_summary, _ = run(
+        tmp, "el2n-probe", steps=max(score_steps // 5, 1), **common
+    )
+    model = build_mlp(
+        [64, *el2n_cfg.hidden, 10], generator=torch.Generator(), dtype=torch.float32
+    )
+    torch.nn.utils.vector_to_parameters(
+        torch.as_tensor(el2n_summary["base_params"]), model.parameters()
+    )
+    gen = torch.Generator().manual_seed(seed)
+    scores = {
+        "sama": torch.as_tensor(sama_summary["weights"]),
+        "el2n": el2n_scores(model, data.x_train, data.y_train),
+        "random": random_scores(len(ids), gen),
+    }
+    rows = []
+    _, _, full = run(tmp, "full", steps=steps, **common)
+    rows.append(
+        dict(
+            family=family,
+            method="full_data",
+            seed=seed,
+            metric="test_acc",
+            value=full["test_acc"],
+        )
+    )
+    for method, score in scores.items():
+        path = Path(tmp) / f"keep-{method}-{seed}.npy"
+        np.save(path, ids[keep_mask(score, keep_fraction=keep).numpy()])
+        _, _, fig = run(
+            tmp, f"retrain-{method}", steps=steps, keep_ids_path=str(path), **common
+        )
+        rows.append(
+            dict(
+                family=family,
+                method=f"{method}_pruned",
+                seed=seed,
+                metric="test_acc",
+                value=fig["test_acc"],
+            )
+        )
+    return rows
+
+
+def print_table(rows):
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["method"], r["metric"]), []).append(
+            r["value"]
+        )
+    for (family, method, metric), values in sorted(groups.items()):
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else float("nan")
+        shown = ", ".join(f"{v:.4f}" for v in values)
+        print(
+            f"{family:28s} {method:26s} {metric:18s} {mean:.4f} +- {std:.4f} "
+            f"(n={len(values)}: {shown})",
+            flush=True,
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--part", choices=["reweight", "sensitivity", "prune"], required=True
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--meta-lr", type=float, default=3e-3)
+    parser.add_argument("--meta-lrs", default="1e-3,3e-3,1e-2")
+    parser.add_argument("--keep", type=float, default=0.7)
+    parser.add_argument("--prune-noise", type=float, default=0.0)
+    parser.add_argument("--score-steps", type=int, default=1000)
+    parser.add_argument("--prune-meta-lr", type=float, default=0.1)
+    parser.add_argument("--results", default=None, help="results-store root")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sama-bench-") as tmp:
+        for seed in seeds:
+            if args.part == "reweight":
+                new = reweight_rows(tmp, seed, args.steps, args.meta_lr)
+            elif args.part == "sensitivity":
+                lrs = [float(x) for x in args.meta_lrs.split(",")]
+                new = sensitivity_rows(tmp, seed, args.steps, lrs)
+            else:
+                new = prune_rows(
+                    tmp,
+                    seed,
+                    args.steps,
+                    args.keep,
+                    args.prune_noise,
+                    args.score_steps,
+                    args.prune_meta_lr,
+                )
+            for r in new:
+                r["step"] = args.steps
+            rows += new
+            print(f"--- after seed {seed}", flush=True)
+            print_table(rows)
+    if args.results:
+        from raymeta.results import ResultStore
+        from raymeta.results.benchmark import record_benchmark
+
+        record_benchmark(ResultStore(args.results), f"sama_{args.part}", rows)
+
+
+if __name__ == "__main__":
+    main()
