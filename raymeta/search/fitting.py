@@ -1,0 +1,181 @@
+"""Fit meta-task GPs in parallel on Ray, with an in-memory and a results-store cache.
+
+Each task is fitted by the pure :func:`raymeta.gp.fit.fit_task_gp` with a seed derived
+from its content hash (not its position), so the result is independent of the task
+order and of how the tasks are batched over workers. Fitted states are cached by
+``(content hash, seed)`` in a :class:`MetaFitCache` and in the store's ``meta_tasks``
+table, so a task is never refitted across suggestions or runs.
+
+Fitter tasks ask for ``num_cpus_per_worker`` CPUs (default 0): fitters that hold
+whole CPUs can deadlock a Tune run on a small cluster (ray-notes.md section 3).
+
+Example:
+    >>> states = fit_meta_tasks(tasks, seed=0, num_workers=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from collections.abc import Sequence
+
+import ray
+import torch
+
+from raymeta.gp.fit import TaskGPState, fit_task_gp, seed_from_hash
+from raymeta.results.store import ResultStore
+from raymeta.tasks.data import TaskData, validate_meta_tasks
+
+__all__ = ["MetaFitCache", "fit_meta_tasks"]
+
+
+class MetaFitCache:
+    """In-memory cache of fitted states keyed by ``(content hash, seed)``."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._states: dict[tuple[str, int], TaskGPState] = {}
+
+    def get(self, task_hash: str, seed: int) -> TaskGPState | None:
+        """The cached state, or None."""
+        return self._states.get((task_hash, seed))
+
+    def put(self, state: TaskGPState, seed: int) -> None:
+        """Remember a fitted state."""
+        self._states[(state.task_hash, seed)] = state
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+def _fit_batch(
+    tasks: list[TaskData], seeds: list[int], threads: int, restarts: int
+) -> list[bytes]:
+    """Fit a batch of tasks in one process; states travel back as bytes."""
+    torch.set_num_threads(threads)
+    return [
+        fit_task_gp(t, seed=s, restarts=restarts).to_bytes()
+        for t, s in zip(tasks, seeds)
+    ]
+
+
+_remote_fit_batch = ray.remote(max_retries=2)(_fit_batch)
+
+
+def _from_store(
+    store: ResultStore, experiment: str, hashes: list[str], seed: int
+) -> dict[str, TaskGPState]:
+    if not hashes or "meta_tasks" not in store.tables():
+        return {}
+    table = store.read(
+        "meta_tasks",
+        filters=[
+            ("experiment", "=", experiment),
+            ("task_hash", "in", hashes),
+        ],
+    )
+    found = {}
+    for row in table.to_pylist():
+        if row.get("fit_seed") == seed and row["state"] is not None:
+            found[row["task_hash"]] = TaskGPState.from_bytes(row["state"])
+    return found
+
+
+def _to_store(
+    store: ResultStore, experiment: str, states: list[TaskGPState], seed: int
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    for s in states:
+        row = {
+            "experiment": experiment,
+            "task_id": s.task_id,
+            "task_hash": s.task_hash,
+            "n_points": s.n,
+            "dim": s.dim,
+            "state": s.to_bytes(),
+            "fit_seconds": s.fit_seconds,
+            "created_at": now,
+            "fit_seed": int(seed),
+        }
+        store.append("meta_tasks", [row], key=f"{s.task_hash}-{seed}")
+
+
+def _fit_missing(
+    tasks: list[TaskData],
+    seed: int,
+    num_workers: int,
+    num_cpus: float,
+    restarts: int,
+) -> list[TaskGPState]:
+    seeds = [seed_from_hash(t.content_hash(), seed) for t in tasks]
+    if num_workers == 0:
+        return [fit_task_gp(t, seed=s, restarts=restarts) for t, s in zip(tasks, seeds)]
+    size = math.ceil(len(tasks) / num_workers)
+    threads = max(1, int(num_cpus))
+    refs = [
+        _remote_fit_batch.options(num_cpus=num_cpus).remote(
+            tasks[i : i + size], seeds[i : i + size], threads, restarts
+        )
+        for i in range(0, len(tasks), size)
+    ]
+    return [TaskGPState.from_bytes(b) for batch in ray.get(refs) for b in batch]
+
+
+def fit_meta_tasks(
+    tasks: Sequence[TaskData],
+    *,
+    seed: int,
+    num_workers: int = 1,
+    num_cpus_per_worker: float = 0.0,
+    cache: MetaFitCache | None = None,
+    store: ResultStore | None = None,
+    experiment: str = "meta-cache",
+    restarts: int = 5,
+) -> list[TaskGPState]:
+    """Fit (or fetch from cache) one GP per meta-task; states in input order.
+
+    Args:
+        tasks: The meta-tasks (validated: unique ids, equal dimension).
+        seed: Base seed; each task's fit seed is derived from it and the task's hash.
+        num_workers: Ray remote tasks to spread the fits over; 0 fits serially
+            in this process (no Ray needed).
+        num_cpus_per_worker: CPUs each fitter reserves (0: do not hold CPUs).
+        cache: In-memory cache, consulted first and filled.
+        store: Results store; table ``meta_tasks`` is consulted and filled.
+        experiment: The store partition of the cache rows.
+        restarts: Prior-drawn restarts per fit (after the default start).
+
+    Returns:
+        One fitted state per task, in the order of ``tasks``; each carries the
+        requesting task's id.
+
+    Raises:
+        MetaDataError: Malformed tasks (see :func:`validate_meta_tasks`).
+        FitError: A task could not be fitted at all.
+    """
+    validate_meta_tasks(tasks)
+    hashes = [t.content_hash() for t in tasks]
+    found: dict[str, TaskGPState] = {}
+    for h in hashes:
+        state = cache.get(h, seed) if cache is not None else None
+        if state is not None:
+            found[h] = state
+    if store is not None:
+        missing = sorted({h for h in hashes if h not in found})
+        found.update(_from_store(store, experiment, missing, seed))
+    todo = {h: t for h, t in zip(hashes, tasks) if h not in found}
+    if todo:
+        order = sorted(todo)
+        fitted = _fit_missing(
+            [todo[h] for h in order], seed, num_workers, num_cpus_per_worker, restarts
+        )
+        found.update(zip(order, fitted))
+        if store is not None:
+            _to_store(store, experiment, fitted, seed)
+    if cache is not None:
+        for state in found.values():
+            cache.put(state, seed)
+    return [
+        dataclasses.replace(found[h], task_id=t.task_id) for h, t in zip(hashes, tasks)
+    ]
