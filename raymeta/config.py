@@ -408,3 +408,77 @@ class HeTRoMConfig(JobConfig):
                 f"test_batch={self.test_batch}"
             )
         return out
+
+
+@register_job_config("tune_scamlgp")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TuneScaMLGPConfig(JobConfig):
+    """Tune a benchmark task with ScaMLGPSearch (``jobs/tune_scamlgp.py``).
+
+    The study (meta-tasks, meta-data, target task) is drawn from ``family`` with
+    ``seed``; its meta-task observations are recorded in the store's ``trials`` table
+    (one experiment per meta-task, idempotent), read back as meta-data, and the
+    target task is tuned with every finished trial appended to the store.
+
+    Attributes:
+        experiment: Tune experiment name; resubmitting resumes it (Tuner.restore).
+        storage_path: Tune storage path.
+        store: Results-store root (meta-data source and trial sink).
+        family: Task family in ``raymeta.tasks.bo.FAMILIES``.
+        num_meta_tasks: Meta-tasks M drawn for the study.
+        n_meta: Observations per meta-task N_m.
+        use_meta_data: False tunes without meta-data (plain GP-BO).
+        num_samples: Trials of the Tune run.
+        max_concurrent: Trials in flight at once.
+        acquisition: "ucb", "ei" or "logei".
+        beta: UCB beta.
+        restarts: Target-model fit restarts per suggestion.
+        num_restarts: Acquisition optimiser restarts.
+        raw_samples: Sobol candidates screened per suggestion.
+        meta_restarts: Restarts per meta-task GP fit.
+        num_fit_workers: Ray tasks fitting the meta-task GPs (0 = in the driver).
+        fit_num_cpus: CPUs each fit task requests (0 never starves trials).
+    """
+
+    experiment: str = "tune-scamlgp-branin"
+    storage_path: str = "/tmp/raymeta-runs/tune"
+    store: str = "/tmp/raymeta-runs/store"
+    family: str = "branin"
+    num_meta_tasks: int = 8
+    n_meta: int = 32
+    use_meta_data: bool = True
+    num_samples: int = 20
+    max_concurrent: int = 1
+    acquisition: Literal["ucb", "ei", "logei"] = "ucb"
+    beta: float = 9.0
+    restarts: int = 5
+    num_restarts: int = 4
+    raw_samples: int = 1024
+    meta_restarts: int = 5
+    num_fit_workers: int = 1
+    fit_num_cpus: float = 0.0
+
+    def problems(self) -> list[str]:
+        """Cross-field checks (known family, positive sizes)."""
+        from raymeta.tasks.bo import FAMILIES
+
+        out = []
+        if self.family not in FAMILIES:
+            out.append(
+                f"family: expected one of {sorted(FAMILIES)}, got {self.family!r}"
+            )
+        for name in ("num_meta_tasks", "n_meta", "num_samples", "max_concurrent"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("restarts", "meta_restarts", "num_fit_workers", "fit_num_cpus"):
+            if getattr(self, name) < 0:
+                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        return out
+
+    def searcher_options(self) -> dict:
+        """ScaMLGPSearch model options (keys equal its keyword arguments)."""
+        keys = (
+            "acquisition beta restarts num_restarts raw_samples meta_restarts "
+            "num_fit_workers fit_num_cpus"
+        ).split()
+        return {k: getattr(self, k) for k in keys}

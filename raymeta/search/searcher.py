@@ -478,26 +478,16 @@ class ScaMLGPSearch(Searcher):
             return []
         import ray
 
-        if not ray.is_initialized() or self._options["num_fit_workers"] == 0:
-            from raymeta.gp.fit import fit_task_gp, seed_from_hash
-
-            restarts = self._options["meta_restarts"]
-            return [
-                fit_task_gp(
-                    t,
-                    seed=seed_from_hash(t.content_hash(), self._seed),
-                    restarts=restarts,
-                )
-                for t in tasks
-            ]
         from raymeta.search.fitting import fit_meta_tasks
 
+        workers = self._options["num_fit_workers"] if ray.is_initialized() else 0
         return fit_meta_tasks(
             tasks,
             seed=self._seed,
-            num_workers=self._options["num_fit_workers"],
+            num_workers=workers,
             num_cpus_per_worker=self._options["fit_num_cpus"],
             store=self._meta_store,
+            restarts=self._options["meta_restarts"],
         )
 
     def _target_task(self) -> TaskData | None:

@@ -318,3 +318,43 @@ def test_extra_meta_columns_warn_once():
             **FAST,
         )
     assert len(rec) == 1
+
+
+def _best_regret_after(study, meta_data, trials=10, seed=0):
+    from raymeta.search.trainables import family_space, unit_point
+
+    searcher = ScaMLGPSearch(
+        family_space(study.family),
+        metric="loss",
+        mode="min",
+        seed=seed,
+        meta_data=meta_data,
+        restarts=1,
+        num_restarts=2,
+        raw_samples=256,
+        meta_restarts=1,
+    )
+    best = np.inf
+    for i in range(trials):
+        config = searcher.suggest(str(i))
+        x = unit_point(study.family, config)[None]
+        searcher.on_trial_complete(
+            str(i), result={"loss": float(study.target(x, study.noise_rng)[0])}
+        )
+        best = min(best, float(study.target(x)[0]))
+    return best - study.target.optimum()
+
+
+@pytest.mark.slow
+def test_warm_start_beats_no_meta_data_on_branin_family():
+    from raymeta.tasks.bo import FAMILIES, draw_study
+
+    with_meta, without = [], []
+    for seed in range(5):
+        study = draw_study(FAMILIES["branin"], seed=seed, num_meta=8, n_meta=32)
+        with_meta.append(_best_regret_after(study, study.meta_tasks, seed=seed))
+        study = draw_study(FAMILIES["branin"], seed=seed, num_meta=8, n_meta=32)
+        without.append(_best_regret_after(study, None, seed=seed))
+    wins = sum(m < w for m, w in zip(with_meta, without))
+    assert np.median(with_meta) < np.median(without), (with_meta, without)
+    assert wins >= 3, (with_meta, without)

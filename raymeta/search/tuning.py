@@ -1,0 +1,217 @@
+"""Run (or resume) one Tune experiment on a benchmark task, with any searcher.
+
+:func:`run_family_tuning` is what ``jobs/tune_scamlgp.py`` and
+``jobs/bench_tune_searchers.py`` call: it builds the searcher (:func:`build_searcher`),
+wraps it in a :class:`TimedSearcher` (per-suggestion overhead) and a
+``ConcurrencyLimiter``, adds :class:`~raymeta.search.callback.StoreCallback` when a
+store is given, and either starts the experiment or, when its directory already holds
+a restorable run, resumes it with ``Tuner.restore`` (so a resubmitted job finishes the
+same experiment instead of starting over).
+
+Searcher names: ``"scamlgp"`` (ScaMLGPSearch with meta-data), ``"scamlgp_nometa"``
+(the same searcher without meta-data: plain GP-BO), ``"optuna_tpe"`` (OptunaSearch
+with TPE, optuna's default 10 random start-up trials) and ``"random"`` (OptunaSearch
+with optuna's RandomSampler). Optuna is imported only for those two (``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from raymeta.errors import ConfigError
+from raymeta.search.callback import StoreCallback
+from raymeta.search.searcher import ScaMLGPSearch
+from raymeta.search.trainables import family_space, family_trainable
+from raymeta.tasks.bo import Study
+
+__all__ = [
+    "SEARCHERS",
+    "TimedSearcher",
+    "build_searcher",
+    "run_family_tuning",
+    "trial_values",
+]
+
+SEARCHERS = ("scamlgp", "scamlgp_nometa", "optuna_tpe", "random")
+
+
+class TimedSearcher(Searcher):
+    """Delegate to a searcher and record the wall time of each ``suggest`` call.
+
+    Args:
+        searcher: The wrapped searcher.
+
+    Attributes:
+        suggest_seconds: Seconds spent in each ``suggest`` call that returned a
+            config, in call order.
+    """
+
+    def __init__(self, searcher: Searcher) -> None:
+        """Wrap ``searcher``; metric and mode are the wrapped searcher's."""
+        self.searcher = searcher
+        self.suggest_seconds: list[float] = []
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        """Forward to the wrapped searcher."""
+        accepted = self.searcher.set_search_properties(metric, mode, config, **spec)
+        self._metric, self._mode = self.searcher.metric, self.searcher.mode
+        return accepted
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        """Forward to the wrapped searcher."""
+        return self.searcher.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str):
+        """Time the wrapped ``suggest``."""
+        start = time.perf_counter()
+        config = self.searcher.suggest(trial_id)
+        if isinstance(config, dict):
+            self.suggest_seconds.append(time.perf_counter() - start)
+        return config
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Forward to the wrapped searcher."""
+        self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        """Forward to the wrapped searcher."""
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Save the wrapped searcher."""
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore the wrapped searcher."""
+        self.searcher.restore(checkpoint_path)
+
+
+def build_searcher(
+    name: str,
+    *,
+    metric: str,
+    mode: str,
+    seed: int,
+    meta_data: Any = None,
+    options: Mapping[str, Any] | None = None,
+) -> Searcher:
+    """Build one of :data:`SEARCHERS`.
+
+    Args:
+        name: Searcher name.
+        metric: Metric to optimise.
+        mode: ``"min"`` or ``"max"``.
+        seed: Seed of the searcher.
+        meta_data: Meta-data source for ``"scamlgp"`` (ignored by the others).
+        options: Extra ScaMLGPSearch keyword arguments (model options).
+
+    Raises:
+        ConfigError: Unknown searcher name.
+    """
+    if name in ("scamlgp", "scamlgp_nometa"):
+        return ScaMLGPSearch(
+            metric=metric,
+            mode=mode,
+            seed=seed,
+            meta_data=meta_data if name == "scamlgp" else None,
+            **dict(options or {}),
+        )
+    if name in ("optuna_tpe", "random"):
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        sampler = (
+            optuna.samplers.TPESampler(seed=seed)
+            if name == "optuna_tpe"
+            else optuna.samplers.RandomSampler(seed=seed)
+        )
+        return OptunaSearch(metric=metric, mode=mode, sampler=sampler)
+    raise ConfigError(f"unknown searcher {name!r}; expected one of {SEARCHERS}")
+
+
+def run_family_tuning(
+    study: Study,
+    *,
+    searcher: Searcher,
+    experiment: str,
+    storage_path: str,
+    num_samples: int,
+    max_concurrent: int = 1,
+    store: Any = None,
+    task_id: str | None = None,
+) -> tuple[tune.ResultGrid, TimedSearcher | None]:
+    """Tune the study's target task (start, or resume if the experiment exists).
+
+    Args:
+        study: The benchmark study; its target task is evaluated by the trials.
+        searcher: The search algorithm (wrapped in a :class:`TimedSearcher` and a
+            ``ConcurrencyLimiter``); ignored when the run is resumed (its saved
+            state is restored instead).
+        experiment: Experiment name (directory under ``storage_path``).
+        storage_path: Tune storage path (absolute or relative to the cwd).
+        num_samples: Number of trials.
+        max_concurrent: Trials in flight at once.
+        store: Optional ResultStore; every finished trial is appended to ``trials``.
+        task_id: Task id written with the trials (default: the experiment).
+
+    Returns:
+        The result grid and the timing wrapper (``None`` for a resumed run).
+    """
+    storage_path = os.path.abspath(storage_path)
+    path = os.path.join(storage_path, experiment)
+    trainable = family_trainable(study.target, noise_seed=study.seed)
+    if tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        return tuner.fit(), None
+    timed = TimedSearcher(searcher)
+    callbacks = []
+    if store is not None:
+        callbacks.append(
+            StoreCallback(
+                store,
+                experiment=experiment,
+                task_id=task_id or experiment,
+                metric="loss",
+                mode="min",
+                searcher=type(searcher).__name__,
+                seed=study.seed,
+            )
+        )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=family_space(study.family),
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(timed, max_concurrent=max_concurrent),
+            num_samples=num_samples,
+            metric="loss",
+            mode="min",
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment, storage_path=storage_path, callbacks=callbacks, verbose=0
+        ),
+    )
+    return tuner.fit(), timed
+
+
+def trial_values(grid: tune.ResultGrid, key: str) -> list[float]:
+    """``key`` of each trial's last result, in trial creation order.
+
+    The order comes from the trial's ``experiment_tag`` (``"<index>_..."``), which
+    Tune numbers from 1 as it creates trials.
+    """
+    indexed = []
+    for result in grid:
+        tag = str(result.metrics.get("experiment_tag", "0"))
+        value = result.metrics.get(key, float("nan"))
+        indexed.append((int(tag.split("_", 1)[0]), float(value)))
+    return [v for _, v in sorted(indexed)]

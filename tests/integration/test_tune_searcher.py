@@ -1,0 +1,177 @@
+"""ScaMLGPSearch inside real Tune runs: invalid values, restore, concurrency."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter
+
+from raymeta.results import ResultStore
+from raymeta.search.metadata import TuneMetaData
+from raymeta.search.searcher import ScaMLGPSearch
+from tests.integration import _tune_restore_driver as driver
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+FAST = {"restarts": 0, "num_restarts": 1, "raw_samples": 64, "meta_restarts": 0}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _invalid_objective(config):
+    # as ray's test_searchers.InvalidValuesTest: invalid values in part of the space
+    report = config["report"]
+    if report > 4:
+        value = float("inf")
+    elif report > 3:
+        value = float("-inf")
+    elif report > 2:
+        value = float("nan")
+    else:
+        value = report
+    tune.report({"_metric": value})
+
+
+def _latest_searcher_state(path: str) -> ScaMLGPSearch:
+    files = sorted(glob.glob(os.path.join(path, "searcher-state-*.pkl")))
+    assert files, f"no searcher checkpoint in {path}"
+    restored = ScaMLGPSearch()
+    restored.restore(files[-1])  # names carry the session start time; newest last
+    return restored
+
+
+def test_invalid_values_never_win_and_checkpoints_pickle(ray_local, tmp_path, caplog):
+    searcher = ScaMLGPSearch(seed=0, **FAST)
+    caplog.set_level(logging.WARNING)
+    tuner = tune.Tuner(
+        _invalid_objective,
+        param_space={"report": tune.uniform(0, 5), "list": [1, 2, 3], "num": 4},
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            num_samples=8,
+            metric="_metric",
+            mode="max",
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="invalid", storage_path=str(tmp_path), verbose=0
+        ),
+    )
+    grid = tuner.fit()
+    assert len(grid) == 8 and not grid.errors
+    best = grid.get_best_result(metric="_metric", mode="max", filter_nan_and_inf=True)
+    assert best.metrics["_metric"] <= 2.0 and math.isfinite(best.metrics["_metric"])
+    assert best.config["list"] == [1, 2, 3] and best.config["num"] == 4
+    assert not [r for r in caplog.records if "pickle" in r.getMessage().lower()]
+    state = _latest_searcher_state(grid.experiment_path)
+    finite = [r for r in grid if math.isfinite(r.metrics["_metric"])]
+    assert state.num_observations == len(finite)
+    assert state.num_failed == 8 - len(finite)
+    # an earlier Tune run is meta-data for the next searcher (TuneMetaData source)
+    warm = ScaMLGPSearch(
+        {"report": tune.uniform(0, 5)},
+        metric="_metric",
+        mode="max",
+        meta_data=TuneMetaData(grid.experiment_path, task_ids=["earlier"]),
+        **FAST,
+    )
+    assert 0.0 <= warm.suggest("1")["report"] <= 5.0
+
+
+def test_killed_run_restores_with_exactly_num_samples(ray_local, tmp_path):
+    num_samples = 8
+    storage, store_root = str(tmp_path / "runs"), str(tmp_path / "store")
+    store = ResultStore(store_root)
+    address = ray_local.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration._tune_restore_driver",
+            address,
+            storage,
+            store_root,
+            str(num_samples),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if "trials" in store.tables() and len(store.to_pandas("trials")) >= 3:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "driver finished before it could be killed"
+        done_before = len(store.to_pandas("trials"))
+        assert done_before < num_samples
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    path = os.path.join(storage, driver.EXPERIMENT)
+    assert tune.Tuner.can_restore(path)
+    grid = tune.Tuner.restore(path, trainable=driver.objective).fit()
+    assert len(grid) == num_samples and not grid.errors
+    assert len({r.path for r in grid}) == num_samples
+    # the searcher saw each of the num_samples results exactly once
+    state = _latest_searcher_state(path)
+    assert state.num_observations == num_samples and state.pending_trials == []
+    observed = sorted(map(tuple, np.round(state.get_state()["X"], 12)))
+    expected = sorted(
+        tuple(np.round(state.search_space.encode(r.config), 12)) for r in grid
+    )
+    assert observed == expected
+    # every trial was recorded once (trials that finished after the last experiment
+    # checkpoint of the killed driver were re-run under new ids, and recorded too)
+    rows = store.to_pandas("trials")
+    assert rows["trial_id"].is_unique
+    assert {r.metrics["trial_id"] for r in grid} <= set(rows["trial_id"])
+
+
+def _slow_objective(config):
+    time.sleep(1.5)
+    tune.report({"loss": (config["x"] - 0.3) ** 2 + config["y"] ** 2})
+
+
+def test_concurrency_limiter_gives_distinct_concurrent_configs(ray_local, tmp_path):
+    rng = np.random.default_rng(0)
+    meta = pd.DataFrame(
+        {
+            "task_id": np.repeat(["m0", "m1"], 6),
+            "x": rng.uniform(-1, 1, 12),
+            "y": rng.uniform(-1, 1, 12),
+        }
+    ).assign(loss=lambda f: (f.x - 0.2) ** 2 + f.y**2)
+    searcher = ScaMLGPSearch(metric="loss", mode="min", meta_data=meta, seed=1, **FAST)
+    tuner = tune.Tuner(
+        # four trials fit next to each other on the 2-CPU cluster
+        tune.with_resources(_slow_objective, {"cpu": 0.5}),
+        param_space={"x": tune.uniform(-1, 1), "y": tune.uniform(-1, 1)},
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=4),
+            num_samples=8,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(name="conc", storage_path=str(tmp_path), verbose=0),
+    )
+    grid = tuner.fit()
+    assert len(grid) == 8 and not grid.errors
+    frame = grid.get_dataframe()
+    starts = frame["timestamp"] - frame["time_total_s"]
+    points = frame[["config/x", "config/y"]].to_numpy()
+    # trials that overlapped in time were pending together: all pairs must differ
+    for i in range(8):
+        for j in range(i + 1, 8):
+            assert np.abs(points[i] - points[j]).max() > 1e-3, (i, j, starts.tolist())
