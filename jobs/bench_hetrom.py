@@ -1,0 +1,216 @@
+"""Benchmark HeTRoM against the plain average and the clean-task oracle.
+
+    python jobs/bench_hetrom.py [--settings gauss-1shot,gauss-5shot,sinusoid]
+        [--contaminations 0,0.4] [--seeds 0,1,2] [--steps 1500] [--test-tasks 600]
+        [--store bench-results/store] [--plot bench-results/hetrom_vs_contamination.png]
+        [--report-only]
+
+Protocol (hetrom.md (f)): meta-batches of 20 tasks, half of the contamination noisy
+(80% of labels resampled) and half outliers, 100 plain-average warm-up steps, then
+the selection rule; evaluation on ``--test-tasks`` clean test tasks (95% CI).
+Methods: plain average, oracle (clean tasks only), HeTRoM sort (m=8, k=20), HeTRoM
+dual (m=8, k=18), log-normal thresholds (c_hi=1, c_lo=2.5). Each finished run is
+appended to the ``benchmarks`` table (key = setting/contamination/method/seed, so a
+rerun skips what is stored); ``--report-only`` prints the summary and plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from raymeta.config import HeTRoMConfig
+from raymeta.metalearn.hetrom import selection_quality
+from raymeta.results import ResultStore
+from raymeta.results.benchmark import describe_machine
+from raymeta.training.hetrom_loop import evaluate_components, train_hetrom_in_process
+
+BENCH = "bench_hetrom"
+SETTINGS = {
+    "gauss-1shot": {"family": "gaussian_clusters", "shots": 1, "queries": 15},
+    "gauss-5shot": {"family": "gaussian_clusters", "shots": 5, "queries": 15},
+    "sinusoid": {
+        "family": "sinusoid",
+        "shots": 10,
+        "queries": 10,
+        "hidden": (40, 40),
+        "embedding_dim": 40,
+        "embedding_scale": 4.0,
+        "inner_lr": 0.05,
+    },
+}
+METHODS = {
+    "plain": {"rule": "plain"},
+    "oracle": {"rule": "oracle"},
+    "hetrom-sort": {"rule": "sort", "m": 8, "k": 20},
+    "hetrom-dual": {"rule": "dual", "m": 8, "k": 18, "threshold_lr": 0.02},
+    "lognormal": {"rule": "lognormal", "c_hi": 1.0, "c_lo": 2.5},
+}
+
+
+def run_one(cfg: HeTRoMConfig) -> dict[str, float]:
+    """Train in-process, evaluate on clean test tasks, collect selection statistics."""
+    dropped, kinds, rank_s, step_s = [], [], 0.0, 0.0
+
+    def on_step(rec) -> None:
+        nonlocal rank_s, step_s
+        rank_s, step_s = rank_s + rec.ranking_time_s, step_s + rec.step_time_s
+        if rec.step >= cfg.warmup_steps:
+            dropped.append(rec.selection.dropped_top)
+            kinds.append(rec.kind_code)
+
+    start = time.perf_counter()
+    components = train_hetrom_in_process(cfg, on_step=on_step)
+    train_s = time.perf_counter() - start
+    mean, ci = evaluate_components(components, test_tasks=cfg.test_tasks)
+    precision, recall = selection_quality(torch.cat(dropped), torch.cat(kinds))
+    name = "mse" if cfg.family == "sinusoid" else "accuracy"
+    return {
+        name: mean,
+        f"{name}_ci95": ci,
+        "precision_top": precision,
+        "recall_top": recall,
+        "ranking_overhead_pct": 100.0 * rank_s / step_s,
+        "step_time_ms": 1e3 * step_s / cfg.steps,
+        "train_time_s": train_s,
+    }
+
+
+def store_run(store, key, setting, contamination, method, seed, steps, figures) -> None:
+    stamp = {
+        "experiment": BENCH,
+        "benchmark": BENCH,
+        "family": setting,
+        "method": method,
+        "seed": seed,
+        "step": steps,
+        "contamination": contamination,
+        "machine": f"{describe_machine()} load1={os.getloadavg()[0]:.1f}",
+        "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
+        "recorded_at": dt.datetime.now(dt.UTC),
+    }
+    rows = [stamp | {"metric": k, "value": float(v)} for k, v in figures.items()]
+    store.append("benchmarks", rows, key=key)
+
+
+def stored_keys(store: ResultStore) -> set[tuple]:
+    if "benchmarks" not in store.tables():
+        return set()
+    df = store.to_pandas("benchmarks", filters=[("experiment", "=", BENCH)])
+    if df.empty or "contamination" not in df:
+        return set()
+    cols = ["family", "contamination", "method", "seed", "step"]
+    return {tuple(r) for r in df[cols].drop_duplicates().itertuples(index=False)}
+
+
+def report(store: ResultStore, plot: str, steps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = store.to_pandas("benchmarks", filters=[("experiment", "=", BENCH)])
+    df = df[df["step"] == steps]
+    main = df[df["metric"].isin(["accuracy", "mse"])]
+    table = main.groupby(["family", "contamination", "method"])["value"].agg(
+        ["mean", "std", "count"]
+    )
+    ci = (
+        df[df["metric"].str.endswith("_ci95")]
+        .groupby(["family", "contamination", "method"])["value"]
+        .mean()
+    )
+    extra = df[
+        df["metric"].isin(
+            ["precision_top", "recall_top", "ranking_overhead_pct", "step_time_ms"]
+        )
+    ].pivot_table(
+        index=["family", "contamination", "method"], columns="metric", values="value"
+    )
+    summary = table.join(ci.rename("mean_ci95")).join(extra)
+    with_pd_opts = summary.to_string(float_format=lambda v: f"{v:.4f}")
+    print(f"steps={steps}; mean over seeds, std over seeds, mean per-run 95% CI")
+    print(with_pd_opts)
+    fig, axes = plt.subplots(1, len(SETTINGS), figsize=(5 * len(SETTINGS), 4))
+    for ax, setting in zip(axes, SETTINGS):
+        sub = main[main["family"] == setting]
+        for method in METHODS:
+            m = sub[sub["method"] == method].groupby("contamination")["value"]
+            if len(m.mean()):
+                ax.errorbar(
+                    m.mean().index,
+                    m.mean().values,
+                    yerr=m.std().fillna(0),
+                    marker="o",
+                    capsize=3,
+                    label=method,
+                )
+        ax.set_title(setting)
+        ax.set_xlabel("contaminated fraction of training tasks")
+        ax.set_ylabel("clean-test MSE" if setting == "sinusoid" else "clean-test acc.")
+    axes[0].legend()
+    fig.tight_layout()
+    Path(plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=120)
+    print(f"plot: {plot}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--contaminations", default="0,0.4")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--test-tasks", type=int, default=600)
+    parser.add_argument("--store", default="bench-results/store")
+    parser.add_argument("--plot", default="bench-results/hetrom_vs_contamination.png")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    store = ResultStore(args.store)
+    done = stored_keys(store)
+    for setting in [] if args.report_only else args.settings.split(","):
+        for contamination in map(float, args.contaminations.split(",")):
+            for method in args.methods.split(","):
+                if method == "oracle" and contamination == 0:
+                    continue  # identical to the plain average without contamination
+                for seed in map(int, args.seeds.split(",")):
+                    if (setting, contamination, method, seed, args.steps) in done:
+                        continue
+                    cfg = HeTRoMConfig(
+                        job="hetrom",
+                        seed=seed,
+                        steps=args.steps,
+                        test_tasks=args.test_tasks,
+                        noisy_fraction=contamination / 2,
+                        outlier_fraction=contamination / 2,
+                        num_workers=0,
+                        **SETTINGS[setting],
+                        **METHODS[method],
+                    )
+                    figures = run_one(cfg)
+                    key = f"{setting}/{contamination}/{method}/{seed}/{args.steps}"
+                    store_run(
+                        store,
+                        key,
+                        setting,
+                        contamination,
+                        method,
+                        seed,
+                        args.steps,
+                        figures,
+                    )
+                    print(key, {k: round(v, 4) for k, v in figures.items()}, flush=True)
+    report(store, args.plot, args.steps)
+
+
+if __name__ == "__main__":
+    main()
