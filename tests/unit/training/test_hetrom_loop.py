@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from raymeta.config import HeTRoMConfig, load_config, parse_config
+from raymeta.errors import ConfigError
+from raymeta.metalearn.heads import LinearHead, ProtoNetHead
+from raymeta.metalearn.hetrom import DualThresholds
+from raymeta.training.hetrom_loop import (
+    build_hetrom_components,
+    evaluate_components,
+    train_hetrom_in_process,
+)
+
+CONFIGS = Path(__file__).resolve().parents[3] / "jobs" / "configs"
+
+
+@pytest.mark.parametrize("name", ["hetrom_gaussian.toml", "hetrom_tiny.toml"])
+def test_shipped_configs_validate(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert isinstance(cfg, HeTRoMConfig) and cfg.job == "hetrom"
+
+
+def test_bad_configs_list_every_problem() -> None:
+    with pytest.raises(ConfigError, match="3 problem") as err:
+        parse_config(
+            {"job": "hetrom", "m": 20, "k": 20, "tasks_per_batch": 10, "num_workers": 3}
+        )
+    assert "need 0 <= m < k" in str(err.value)
+    assert "k: must be <= tasks_per_batch=10, got 20" in str(err.value)
+    assert "must be divisible by num_workers=3" in str(err.value)
+    with pytest.raises(ConfigError, match="k: must be <= tasks_per_batch=10"):
+        parse_config({"job": "hetrom", "m": 2, "k": 12, "tasks_per_batch": 10})
+    with pytest.raises(ConfigError, match="did you mean 'shots'"):
+        parse_config({"job": "hetrom", "shot": 1})
+
+
+def tiny() -> HeTRoMConfig:
+    cfg = load_config(CONFIGS / "hetrom_tiny.toml")
+    assert isinstance(cfg, HeTRoMConfig)
+    return dataclasses.replace(cfg, num_workers=0)
+
+
+def test_components_follow_the_config() -> None:
+    c = build_hetrom_components(tiny())
+    assert isinstance(c.head, LinearHead) and c.head.out_features == 3
+    assert isinstance(c.objective.rule, DualThresholds)
+    assert c.train_stream.noisy_fraction == 0.25 and c.test_stream.noisy_fraction == 0
+    proto = build_hetrom_components(dataclasses.replace(tiny(), head="protonet"))
+    assert isinstance(proto.head, ProtoNetHead)
+    sine = build_hetrom_components(
+        dataclasses.replace(tiny(), family="sinusoid", shots=5, queries=5)
+    )
+    assert sine.head.problem == "regression" and sine.model.net[0].in_features == 1
+
+
+def test_in_process_training_is_deterministic_and_records_every_step() -> None:
+    torch.set_num_threads(1)
+    records = []
+    a = train_hetrom_in_process(tiny(), on_step=records.append)
+    b = train_hetrom_in_process(tiny())
+    assert [r.step for r in records] == list(range(6))
+    assert all(r.selection.selected.all() for r in records[:2])  # warm-up
+    for p, q in zip(a.model.parameters(), b.model.parameters()):
+        assert torch.equal(p, q)
+    assert a.objective.state_dict() == b.objective.state_dict()
+    mean, ci = evaluate_components(a, test_tasks=20)
+    assert 0.0 <= mean <= 1.0 and ci >= 0.0
