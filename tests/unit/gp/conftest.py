@@ -32,7 +32,9 @@ def meta_tasks() -> list[TaskData]:
 
 @pytest.fixture(scope="session")
 def meta_states(meta_tasks):
-    return [fit_task_gp(t, seed=i, restarts=1, maxiter=30) for i, t in enumerate(meta_tasks)]
+    return [
+        fit_task_gp(t, seed=i, restarts=1, maxiter=30) for i, t in enumerate(meta_tasks)
+    ]
 
 
 __all__ = ["math", "smooth", "unrelated", "uniform"]

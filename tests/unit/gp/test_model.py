@@ -46,15 +46,15 @@ def joint_posterior(tasks, states, Xt, yt, hyp, Z):
     for m, t in enumerate(tasks):
         s = ordered[t.task_id]
         a, b = offs[m], offs[m + 1]
-        K[a:b, a:b] = kmeta[m](blocks_X[m], blocks_X[m]) + float(
-            s.y_std
-        ) ** 2 * float(s.noise) * np.eye(b - a)
-        K[a:b, offs[M]:] = w[m] * kmeta[m](blocks_X[m], Xt)
-        K[offs[M]:, a:b] = K[a:b, offs[M]:].T
+        K[a:b, a:b] = kmeta[m](blocks_X[m], blocks_X[m]) + float(s.y_std) ** 2 * float(
+            s.noise
+        ) * np.eye(b - a)
+        K[a:b, offs[M] :] = w[m] * kmeta[m](blocks_X[m], Xt)
+        K[offs[M] :, a:b] = K[a:b, offs[M] :].T
         mean[a:b] = float(s.y_mean)
-    K[offs[M]:, offs[M]:] = k_target(Xt, Xt) + S**2 * hyp["noise"] * np.eye(len(Xt))
+    K[offs[M] :, offs[M] :] = k_target(Xt, Xt) + S**2 * hyp["noise"] * np.eye(len(Xt))
     prior_t = sum(w[m] * float(ordered[t.task_id].y_mean) for m, t in enumerate(tasks))
-    mean[offs[M]:] = prior_t
+    mean[offs[M] :] = prior_t
     Kz = np.concatenate(
         [w[m] * kmeta[m](Z, blocks_X[m]) for m in range(M)] + [k_target(Z, Xt)], axis=1
     )
@@ -84,10 +84,15 @@ def test_posterior_equals_explicit_joint_gp(meta_tasks, meta_states):
     meta = MetaStack(meta_states)
     model = ScaMLGP(meta, Xt, yt, hypers_for(meta, w_by_id, ls, os_, noise), 0.0)
     mean, cov = model.mean_and_cov(Z[:, None, :])
-    hyp = {"w": [w_by_id[t.task_id] for t in meta_tasks], "ls": np.array(ls),
-           "os": os_, "noise": noise}
-    mu_ref, var_ref = joint_posterior(meta_tasks, meta_states, Xt.numpy(), yt.numpy(),
-                                      hyp, Z.numpy())
+    hyp = {
+        "w": [w_by_id[t.task_id] for t in meta_tasks],
+        "ls": np.array(ls),
+        "os": os_,
+        "noise": noise,
+    }
+    mu_ref, var_ref = joint_posterior(
+        meta_tasks, meta_states, Xt.numpy(), yt.numpy(), hyp, Z.numpy()
+    )
     assert np.abs(mean.reshape(-1).numpy() - mu_ref).max() <= 1e-8
     assert np.abs(cov.reshape(-1).numpy() - var_ref).max() <= 1e-8
     # joint q-batch covariance agrees with the per-point variances
@@ -109,7 +114,9 @@ def test_prior_is_weighted_meta_posteriors(meta_tasks, meta_states):
     for task in meta_tasks:
         s = by_id[task.task_id]
         gp = SingleTaskGP(
-            task.X, task.y[:, None], mean_module=ZeroMean(),
+            task.X,
+            task.y[:, None],
+            mean_module=ZeroMean(),
             covar_module=ScaleKernel(RBFKernel(ard_num_dims=2)),
             outcome_transform=Standardize(m=1),
         ).to(torch.float64)
@@ -128,14 +135,20 @@ def test_prior_is_weighted_meta_posteriors(meta_tasks, meta_states):
 def test_zero_meta_tasks_is_plain_gp_on_standardised_data():
     Xt = uniform(8, 2, 5)
     yt = 3 * smooth(Xt) + 10
-    hyp = TargetHypers(torch.tensor([0.3, 0.7], dtype=torch.float64),
-                       torch.tensor(1.5, dtype=torch.float64),
-                       torch.tensor(1e-3, dtype=torch.float64),
-                       torch.zeros(0, dtype=torch.float64))
+    hyp = TargetHypers(
+        torch.tensor([0.3, 0.7], dtype=torch.float64),
+        torch.tensor(1.5, dtype=torch.float64),
+        torch.tensor(1e-3, dtype=torch.float64),
+        torch.zeros(0, dtype=torch.float64),
+    )
     model = ScaMLGP(MetaStack([]), Xt, yt, hyp)
-    gp = SingleTaskGP(Xt, yt[:, None], mean_module=ZeroMean(),
-                      covar_module=ScaleKernel(RBFKernel(ard_num_dims=2)),
-                      outcome_transform=Standardize(m=1)).to(torch.float64)
+    gp = SingleTaskGP(
+        Xt,
+        yt[:, None],
+        mean_module=ZeroMean(),
+        covar_module=ScaleKernel(RBFKernel(ard_num_dims=2)),
+        outcome_transform=Standardize(m=1),
+    ).to(torch.float64)
     gp.covar_module.base_kernel.lengthscale = hyp.lengthscale[None]
     gp.covar_module.outputscale = hyp.outputscale
     gp.likelihood.noise = hyp.noise.reshape(1)
@@ -143,10 +156,12 @@ def test_zero_meta_tasks_is_plain_gp_on_standardised_data():
     Z = uniform(6, 2, 9)
     ref = gp.posterior(Z)
     ours = model.posterior(Z[:, None, :])
-    assert torch.allclose(ours.mean.reshape(-1), ref.mean.reshape(-1).detach(),
-                          atol=1e-10, rtol=0)
-    assert torch.allclose(ours.variance.reshape(-1),
-                          ref.variance.reshape(-1).detach(), atol=1e-10, rtol=0)
+    assert torch.allclose(
+        ours.mean.reshape(-1), ref.mean.reshape(-1).detach(), atol=1e-10, rtol=0
+    )
+    assert torch.allclose(
+        ours.variance.reshape(-1), ref.variance.reshape(-1).detach(), atol=1e-10, rtol=0
+    )
 
 
 def test_prune_mask_uses_scaled_relative_weights():
@@ -169,3 +184,30 @@ def test_fit_target_weights_recover_scale_of_identical_task():
         hyp = fit_target(meta, Xt, factor * smooth(Xt), seed=0, restarts=2)
         assert abs(float(hyp.weights[0]) - factor) < 0.05 * factor
     assert float(hyp.outputscale) < 1e-2
+
+
+def test_unrelated_and_anticorrelated_tasks_get_pruned():
+    from raymeta.gp.fit import fit_task_gp
+    from raymeta.tasks.data import TaskData
+    from tests.unit.gp.conftest import unrelated
+
+    X = uniform(24, 2, 40)
+    states = [
+        fit_task_gp(TaskData("relevant", X, smooth(X)), seed=0, restarts=1, maxiter=60),
+        fit_task_gp(
+            TaskData("unrelated", X, unrelated(X)), seed=1, restarts=1, maxiter=60
+        ),
+        fit_task_gp(TaskData("anti", X, -smooth(X)), seed=2, restarts=1, maxiter=60),
+    ]
+    meta = MetaStack(states)
+    Xt = uniform(10, 2, 41)
+    hyp = fit_target(meta, Xt, smooth(Xt), seed=0, restarts=2)
+    w = dict(zip(meta.task_ids, hyp.weights.tolist()))
+    s = dict(zip(meta.task_ids, meta.y_std.tolist()))
+    total = sum(w[t] * s[t] for t in w)
+    rel = {t: w[t] * s[t] * 3 / total for t in w}
+    assert rel["unrelated"] < 1e-3 and rel["anti"] < 1e-3
+    assert w["relevant"] == pytest.approx(1.0, abs=0.05)
+    assert min(hyp.weights) >= 1e-10  # never negative
+    model = ScaMLGP(meta, Xt, smooth(Xt), hyp)
+    assert model.meta.task_ids == ["relevant"]

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from gpytorch.mlls import ExactMarginalLogLikelihood
+
+from raymeta.errors import MetaDataError
+from raymeta.gp.fit import TaskGPState, build_meta_gp, fit_task_gp, seed_from_hash
+from raymeta.gp.meta import MetaStack
+from raymeta.gp.priors import KERNEL_BOUNDS, NOISE_BOUNDS
+from raymeta.tasks.data import TaskData
+from tests.unit.gp.conftest import smooth, uniform
+
+
+@pytest.fixture(scope="module")
+def task() -> TaskData:
+    X = uniform(12, 2, 7)
+    return TaskData("t", X, 3 * smooth(X) + 2)
+
+
+@pytest.fixture(scope="module")
+def state(task) -> TaskGPState:
+    return fit_task_gp(task, seed=0, restarts=1, maxiter=40)
+
+
+def test_state_roundtrips_through_bytes(state):
+    back = TaskGPState.from_bytes(state.to_bytes())
+    for f in dataclasses.fields(TaskGPState):
+        a, b = getattr(state, f.name), getattr(back, f.name)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+def test_hyperparameters_are_float64_and_within_bounds(state):
+    assert state.X.dtype == torch.float64 and state.chol.dtype == torch.float64
+    lo, hi = KERNEL_BOUNDS
+    assert ((state.lengthscale >= lo) & (state.lengthscale <= hi)).all()
+    assert lo <= float(state.outputscale) <= hi
+    assert NOISE_BOUNDS[0] <= float(state.noise) <= NOISE_BOUNDS[1]
+
+
+def test_state_posterior_equals_the_fitted_single_task_gp(task, state):
+    gp = build_meta_gp(task.sorted())
+    gp.covar_module.base_kernel.lengthscale = state.lengthscale[None]
+    gp.covar_module.outputscale = state.outputscale
+    gp.likelihood.noise = state.noise.reshape(1)
+    gp.eval()
+    Z = uniform(5, 2, 8)
+    ref = gp.posterior(Z)
+    mean, cov = MetaStack([state]).posterior(Z)
+    assert torch.allclose(mean[0], ref.mean.reshape(-1).detach(), atol=1e-9)
+    assert torch.allclose(cov[0], ref.mvn.covariance_matrix.detach(), atol=1e-9)
+    assert float(state.y_mean) == pytest.approx(float(task.y.mean()))
+    assert float(state.y_std) == pytest.approx(float(task.y.std()))
+
+
+def test_fit_reaches_at_least_the_map_value_of_the_default_start(task, state):
+    gp = build_meta_gp(task.sorted())
+    mll = ExactMarginalLogLikelihood(gp.likelihood, gp)
+    gp.train()
+    start = float(mll(gp(*gp.train_inputs), gp.train_targets))
+    assert state.mll > start
+
+
+def test_fit_ignores_row_order_and_is_seed_deterministic(task, state):
+    perm = torch.randperm(task.n, generator=torch.Generator().manual_seed(1))
+    again = fit_task_gp(
+        TaskData("t", task.X[perm], task.y[perm]), seed=0, restarts=1, maxiter=40
+    )
+    assert torch.equal(again.lengthscale, state.lengthscale)
+    assert torch.equal(again.alpha, state.alpha)
+
+
+def test_seed_from_hash_depends_on_hash_and_seed():
+    h1, h2 = "a" * 40, "b" * 40
+    assert seed_from_hash(h1, 0) == seed_from_hash(h1, 0)
+    assert (
+        len({seed_from_hash(h1, 0), seed_from_hash(h2, 0), seed_from_hash(h1, 1)}) == 3
+    )
+
+
+def test_fit_rejects_non_task_input():
+    with pytest.raises(MetaDataError, match="fit_task_gp expects a TaskData"):
+        fit_task_gp((torch.zeros(2, 2), torch.zeros(2)), seed=0)
