@@ -110,21 +110,20 @@ def stored_keys(store: ResultStore) -> set[tuple]:
     return {tuple(r) for r in df[cols].drop_duplicates().itertuples(index=False)}
 
 
-def report(store: ResultStore, plot: str, steps: int) -> None:
+def report(store: ResultStore, plot: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     df = store.to_pandas("benchmarks", filters=[("experiment", "=", BENCH)])
-    df = df[df["step"] == steps]
     main = df[df["metric"].isin(["accuracy", "mse"])]
-    table = main.groupby(["family", "contamination", "method"])["value"].agg(
+    table = main.groupby(["family", "step", "contamination", "method"])["value"].agg(
         ["mean", "std", "count"]
     )
     ci = (
         df[df["metric"].str.endswith("_ci95")]
-        .groupby(["family", "contamination", "method"])["value"]
+        .groupby(["family", "step", "contamination", "method"])["value"]
         .mean()
     )
     extra = df[
@@ -132,11 +131,13 @@ def report(store: ResultStore, plot: str, steps: int) -> None:
             ["precision_top", "recall_top", "ranking_overhead_pct", "step_time_ms"]
         )
     ].pivot_table(
-        index=["family", "contamination", "method"], columns="metric", values="value"
+        index=["family", "step", "contamination", "method"],
+        columns="metric",
+        values="value",
     )
     summary = table.join(ci.rename("mean_ci95")).join(extra)
     with_pd_opts = summary.to_string(float_format=lambda v: f"{v:.4f}")
-    print(f"steps={steps}; mean over seeds, std over seeds, mean per-run 95% CI")
+    print("mean and std over seeds, count = seeds, mean_ci95 = mean per-run 95% CI")
     print(with_pd_opts)
     fig, axes = plt.subplots(1, len(SETTINGS), figsize=(5 * len(SETTINGS), 4))
     for ax, setting in zip(axes, SETTINGS):
@@ -209,7 +210,7 @@ def main() -> None:
                         figures,
                     )
                     print(key, {k: round(v, 4) for k, v in figures.items()}, flush=True)
-    report(store, args.plot, args.steps)
+    report(store, args.plot)
 
 
 if __name__ == "__main__":
