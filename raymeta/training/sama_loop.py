@@ -70,6 +70,7 @@ __all__ = [
     "derive_seed",
     "fit_sama",
     "load_dataset",
+    "preflight",
     "sama_train_loop",
     "summary_metrics",
     "training_arrays",
@@ -198,8 +199,25 @@ def _setup(config: dict[str, Any]) -> _Run:
     hooks = {k: config[k] for k in _HOOK_KEYS if k in config}
     cfg = SamaJobConfig(**{k: v for k, v in config.items() if k not in _HOOK_KEYS})
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    return _build_run(
+        cfg,
+        hooks,
+        rank=ctx.get_world_rank(),
+        world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=False),
+    )
+
+
+def _build_run(
+    cfg: SamaJobConfig,
+    hooks: dict[str, Any],
+    *,
+    rank: int,
+    world: int,
+    device: torch.device,
+    wrap: Any,
+) -> _Run:
     dtype = getattr(torch, cfg.dtype)
     data = load_dataset(cfg)
     pool = training_arrays(data, cfg.train_set)
@@ -217,7 +235,7 @@ def _setup(config: dict[str, Any]) -> _Run:
     if cfg.application != "plain":
         check_optimizer_supported(opt)
     meta_opt = torch.optim.Adam(meta.parameters(), lr=cfg.meta_lr)
-    net = ray.train.torch.prepare_model(model, move_to_device=False)
+    net = wrap(model)
     state = TrainingState(
         modules={"base": model, "meta": meta},
         optimizers={"base": opt, "meta": meta_opt},
@@ -246,6 +264,30 @@ def _setup(config: dict[str, Any]) -> _Run:
         meta_opt,
         state,
     )
+
+
+def _validate(run: _Run) -> None:
+    if run.cfg.application == "plain":
+        return
+    probe = torch.Generator().manual_seed(0)
+    base = _sample(run.pool, 2, probe, (run.rank, run.world), run.device)
+    meta = _sample(_meta_arrays(run), 2, probe, (0, 1), run.device)
+    validate_problem(run.problem, run.model, run.meta, base, meta)
+
+
+def preflight(cfg: SamaJobConfig) -> None:
+    """Build the run in this process and validate it, before any Ray worker starts.
+
+    Checks the optimizer has a SAMA adaptation, the data load, batch structures
+    agree and λ reaches the base loss (:func:`validate_problem`).
+
+    Raises:
+        TrainingSetupError: Any of these checks fails.
+    """
+    run = _build_run(
+        cfg, {}, rank=0, world=1, device=torch.device("cpu"), wrap=lambda m: m
+    )
+    _validate(run)
 
 
 # ----------------------------------------------------------------------------- steps
@@ -393,14 +435,8 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     meta_arrays = _meta_arrays(run)
     shard = (run.rank, run.world)
     gens = state.generators
-    if not restored and cfg.application != "plain":
-        probe_base = _sample(
-            base_arrays, 2, torch.Generator().manual_seed(0), shard, run.device
-        )
-        probe_meta = _sample(
-            meta_arrays, 2, torch.Generator().manual_seed(0), (0, 1), run.device
-        )
-        validate_problem(run.problem, run.model, run.meta, probe_base, probe_meta)
+    if not restored:
+        _validate(run)
     collectives.COUNTER.reset()
     start = time.perf_counter()
     metrics: dict[str, Any] = {}
@@ -533,6 +569,7 @@ def fit_sama(
     """
     from raymeta.training.trainer import build_trainer
 
+    preflight(cfg)
     loop_config = {**dataclasses.asdict(cfg), **(hooks or {})}
     trainer = build_trainer(
         sama_train_loop,

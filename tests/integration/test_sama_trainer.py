@@ -134,3 +134,33 @@ def test_worker_failure_resumes_from_checkpoint_and_matches_reference(
         assert row["attempt"] == 2 and row["restored_from_step"] == 30
         assert abs(row["meta_loss"] - ref_after[step]["meta_loss"]) < 1e-6
     print(f"fit with one worker failure took {elapsed:.1f} s")
+
+
+def test_rerun_with_same_name_resumes_and_results_reach_the_store(ray_local, tmp_path):
+    import dataclasses
+
+    from raymeta.config import load_config
+    from raymeta.results import ResultStore
+    from raymeta.training.sama_loop import fit_sama, write_sama_results
+
+    cfg = dataclasses.replace(
+        load_config("jobs/configs/sama_tiny.toml"),
+        storage_path=str(tmp_path / "runs"),
+        num_workers=1,  # Ray's local mode (0 workers) keeps checkpoints in memory only
+    )
+    first = fit_sama(cfg, run_name="tiny").return_value
+    assert (first["steps"], first["attempt"]) == (20, 1)
+    longer = dataclasses.replace(cfg, steps=30)
+    second = fit_sama(longer, run_name="tiny").return_value
+    assert second["restored_from_step"] == 20 and second["attempt"] == 2
+    assert second["steps"] == 30
+
+    store = ResultStore(str(tmp_path / "store"))
+    write_sama_results(store, longer, second, run_id="tiny")
+    write_sama_results(store, longer, second, run_id="tiny")  # idempotent retry
+    weights = store.to_pandas("data_weights")
+    assert len(weights) == 128
+    assert weights["is_noisy"].tolist() == list(second["is_noisy"])
+    metrics = store.to_pandas("metrics")
+    final = metrics[metrics["name"] == "summary/test_acc"]
+    assert final["value"].tolist() == [second["test_acc"]]
