@@ -184,15 +184,17 @@ def _adam_diagonal(
     lr, eps, t = float(group["lr"]), group["eps"], float(state["step"])
     m, s = state["exp_avg"], state["exp_avg_sq"]
     c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
-    q = (s / c2).sqrt()
+    q = s.div(c2).sqrt_()
     g = grad
     if group["weight_decay"] and not group.get("decoupled_weight_decay", False):
         previous = param.detach() + lr * (m / c1) / (q + eps)  # θ_{t-1}, exactly
         g = grad + group["weight_decay"] * previous
-    ratio = torch.where(q > 0, g / (c2 * q.clamp_min(torch.finfo(q.dtype).tiny)), 0.0)
-    return (
-        (lr / c1) * ((1 - beta1) * (q + eps) - m * (1 - beta2) * ratio) / (q + eps) ** 2
-    )
+    # ratio = g / (c2 q), defined as 0 where q = 0 (then g = 0 as well)
+    ratio = g.div(q.clamp_min(torch.finfo(q.dtype).tiny).mul_(c2))
+    ratio.masked_fill_(q == 0, 0.0)
+    denom = q.add_(eps)  # q is not needed any more
+    out = ratio.mul_(m).mul_(-(1.0 - beta2)).add_(denom, alpha=1.0 - beta1)
+    return out.div_(denom.square_()).mul_(lr / c1)
 
 
 # --------------------------------------------------------------------------- passes
