@@ -165,9 +165,10 @@ def main() -> None:
                     rows_for(args, family, seed, method, regret, overhead, wall),
                     key=(args.experiment, family, seed, method),
                 )
+                r10 = regret[min(10, len(regret)) - 1]
                 print(
-                    f"{family} seed {seed} {method}: regret@10 {regret[9]:.4g} "
-                    f"@20 {regret[-1]:.4g} overhead median "
+                    f"{family} seed {seed} {method}: regret@10 {r10:.4g} "
+                    f"@{len(regret)} {regret[-1]:.4g} overhead median "
                     f"{np.median(overhead):.3f}s wall {wall:.0f}s",
                     flush=True,
                 )

@@ -63,13 +63,35 @@ def family_trainable(
         ``trainable(config)`` that reports ``{"loss": noisy, "true_loss": clean}``.
     """
 
+    tables = _tabulated(task)
+
     def trainable(config: dict[str, Any]) -> None:
+        _install_tables(tables)
         x = unit_point(task.family, config)[None]
         digest = hashlib.sha256(x.tobytes()).digest()
         rng = np.random.default_rng([noise_seed, int.from_bytes(digest[:8], "big")])
         tune.report({"loss": float(task(x, rng)[0]), "true_loss": float(task(x)[0])})
 
     return trainable
+
+
+def _tabulated(task: BenchmarkTask) -> dict:
+    # Tabulated families (digits_svm) compute their grid on first use, ~5-40 s of
+    # SVM fits; ship the driver's copy with the trainable instead of refitting it in
+    # every trial actor. (raymeta.tasks.bo keeps the grids in a private cache.)
+    if not task.family.choices:
+        return {}
+    from raymeta.tasks import bo
+
+    pair = tuple(task.params["choice"])
+    return {pair: bo._digits_grid(pair)}
+
+
+def _install_tables(tables: dict) -> None:
+    if tables:
+        from raymeta.tasks import bo
+
+        bo._GRID_CACHE.update(tables)
 
 
 def record_meta_tasks(

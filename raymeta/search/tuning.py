@@ -86,6 +86,14 @@ class TimedSearcher(Searcher):
         """Forward to the wrapped searcher."""
         self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
+    def get_state(self) -> dict:
+        """The wrapper's own state (Tune saves wrappers through this)."""
+        return {"suggest_seconds": list(self.suggest_seconds)}
+
+    def set_state(self, state: dict) -> None:
+        """Inverse of :meth:`get_state`."""
+        self.suggest_seconds = list(state["suggest_seconds"])
+
     def save(self, checkpoint_path: str) -> None:
         """Save the wrapped searcher."""
         self.searcher.save(checkpoint_path)
