@@ -31,6 +31,15 @@ from raymeta.metalearn.hetrom import (
 from raymeta.tasks.fewshot import EpisodeStream, GaussianClusterFamily
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest on the shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def reference_selected(losses: np.ndarray, ids: np.ndarray, m: int, k: int) -> set:
     order = sorted(range(len(losses)), key=lambda i: (-losses[i], ids[i]))
     return {int(ids[i]) for i in order[m:k]}
@@ -262,7 +271,6 @@ def test_band_loss_gradient_is_the_band_mean_and_splits_across_ranks() -> None:
 @pytest.mark.slow
 def test_dropped_top_precision_and_recall_on_injected_contamination() -> None:
     """Spec (f) 4: 40% contamination, B=20, sort m=8 k=20, 100 warm-up steps."""
-    torch.set_num_threads(1)
     family = GaussianClusterFamily(ways=5, shots=1, queries=15)
     stream = EpisodeStream(
         family=family,
