@@ -175,3 +175,31 @@ def test_concurrency_limiter_gives_distinct_concurrent_configs(ray_local, tmp_pa
     for i in range(8):
         for j in range(i + 1, 8):
             assert np.abs(points[i] - points[j]).max() > 1e-3, (i, j, starts.tolist())
+
+
+def test_tune_scamlgp_job_runs_and_resubmission_resumes(ray_local, tmp_path):
+    # The tiny shipped config, redirected to tmp_path; the job joins the session's
+    # cluster through RAY_ADDRESS, as under `ray job submit`.
+    text = (REPO / "jobs" / "configs" / "tune_scamlgp_tiny.toml").read_text()
+    text = text.replace("/tmp/raymeta-runs", str(tmp_path))
+    config = tmp_path / "tiny.toml"
+    config.write_text(text)
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, "jobs/tune_scamlgp.py", str(config)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs.append(done.stdout)
+    assert all("tune-scamlgp-tiny: 4 trials" in out for out in outputs), outputs
+    rows = ResultStore(tmp_path / "store").to_pandas(
+        "trials", filters=[("experiment", "=", "tune-scamlgp-tiny")]
+    )
+    assert len(rows) == 4 and rows["trial_id"].is_unique
+    assert (rows["status"] == "TERMINATED").all()
