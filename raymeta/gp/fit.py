@@ -43,6 +43,7 @@ from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from raymeta.errors import FitError, MetaDataError
 from raymeta.gp.kernel import cholesky_jitter, scaled_rbf
+from raymeta.gp.mll import MapObjective, box_bounds, minimise
 from raymeta.gp.priors import KERNEL_BOUNDS, META_PRIORS, NOISE_BOUNDS, draw_in_bounds
 from raymeta.tasks.data import TaskData
 
@@ -193,7 +194,12 @@ def _map_value(mll: ExactMarginalLogLikelihood) -> float:
 
 
 def fit_task_gp(
-    task: TaskData, *, seed: int, restarts: int = 5, maxiter: int = 200
+    task: TaskData,
+    *,
+    seed: int,
+    restarts: int = 5,
+    maxiter: int = 200,
+    optimizer: str = "lbfgs",
 ) -> TaskGPState:
     """Fit one meta-task GP by MAP with 1 default start plus prior-drawn restarts.
 
@@ -204,18 +210,29 @@ def fit_task_gp(
             position, for order-independent meta-fits).
         restarts: Number of prior-drawn restarts after the default start.
         maxiter: L-BFGS-B iteration cap per start.
+        optimizer: ``"lbfgs"`` (default): L-BFGS-B in log space on the same MAP
+            objective with analytic gradients (:class:`~raymeta.gp.mll.MapObjective`,
+            about 5x faster); ``"botorch"``: botorch's ``fit_gpytorch_mll_scipy`` on
+            the ``SingleTaskGP`` of :func:`build_meta_gp`.
 
     Returns:
         The fitted state (float64).
 
     Raises:
-        MetaDataError: ``task`` is not a TaskData.
+        MetaDataError: ``task`` is not a TaskData or the optimizer is unknown.
         FitError: Every start failed numerically.
     """
     if not isinstance(task, TaskData):
         raise MetaDataError(f"fit_task_gp expects a TaskData; got {type(task)}")
+    if optimizer not in ("lbfgs", "botorch"):
+        raise MetaDataError(
+            f"optimizer must be 'lbfgs' or 'botorch'; got {optimizer!r}"
+        )
     start_time = time.perf_counter()
     task = task.sorted()
+    if optimizer == "lbfgs":
+        best, y_mean, y_std = _fit_fast(task, seed, restarts, maxiter)
+        return _make_state(task, y_mean, y_std, best, time.perf_counter() - start_time)
     model = build_meta_gp(task)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     best: tuple[float, dict] | None = None
@@ -237,7 +254,47 @@ def fit_task_gp(
             f"task {task.task_id!r}: every GP fit start failed; check the data "
             "(constant or duplicated y?)"
         )
-    return _make_state(task, model, best, time.perf_counter() - start_time)
+    tf = model.outcome_transform
+    y_mean = tf.means.detach().reshape(())
+    y_std = tf.stdvs.detach().reshape(())
+    return _make_state(task, y_mean, y_std, best, time.perf_counter() - start_time)
+
+
+def _fit_fast(
+    task: TaskData, seed: int, restarts: int, maxiter: int
+) -> tuple[tuple[float, dict], torch.Tensor, torch.Tensor]:
+    """MAP fit with :class:`MapObjective` (no weights, meta priors)."""
+    y_mean = task.y.mean()
+    y_std = task.y.std() if task.n > 1 else torch.ones((), dtype=torch.float64)
+    if not y_std > 0:
+        y_std = torch.ones((), dtype=torch.float64)
+    n, d = task.n, task.dim
+    obj = MapObjective(
+        task.X,
+        (task.y - y_mean) / y_std,
+        torch.zeros(0, n, dtype=torch.float64),
+        torch.zeros(0, n, n, dtype=torch.float64),
+        META_PRIORS,
+    )
+    best = None
+    for ls, os_, noise in _restart_starts(d, restarts, seed):
+        x0 = np.log(np.concatenate([ls, [os_, noise]]))
+        x, value = minimise(obj, x0, box_bounds(d, 0), maxiter)
+        if np.isfinite(value) and value < 1e9 and (best is None or -value > best[0]):
+            best = (
+                -value,
+                {
+                    "lengthscale": x[:d].exp(),
+                    "outputscale": x[d].exp(),
+                    "noise": x[d + 1].exp(),
+                },
+            )
+    if best is None:
+        raise FitError(
+            f"task {task.task_id!r}: every GP fit start failed; check the data "
+            "(constant or duplicated y?)"
+        )
+    return best, y_mean, y_std
 
 
 def _hypers_of(model: SingleTaskGP) -> dict:
@@ -250,12 +307,13 @@ def _hypers_of(model: SingleTaskGP) -> dict:
 
 
 def _make_state(
-    task: TaskData, model: SingleTaskGP, best: tuple[float, dict], seconds: float
+    task: TaskData,
+    y_mean: torch.Tensor,
+    y_std: torch.Tensor,
+    best: tuple[float, dict],
+    seconds: float,
 ) -> TaskGPState:
     value, hp = best
-    tf = model.outcome_transform
-    y_mean = tf.means.detach().reshape(())
-    y_std = tf.stdvs.detach().reshape(())
     z = (task.y - y_mean) / y_std
     K = scaled_rbf(task.X, task.X, hp["lengthscale"], hp["outputscale"])
     K = K + hp["noise"] * torch.eye(task.n, dtype=torch.float64)

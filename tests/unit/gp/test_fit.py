@@ -83,3 +83,38 @@ def test_seed_from_hash_depends_on_hash_and_seed():
 def test_fit_rejects_non_task_input():
     with pytest.raises(MetaDataError, match="fit_task_gp expects a TaskData"):
         fit_task_gp((torch.zeros(2, 2), torch.zeros(2)), seed=0)
+
+
+def test_map_objective_equals_gpytorch_mll_with_priors(task):
+    from raymeta.gp.mll import MapObjective
+    from raymeta.gp.priors import META_PRIORS
+
+    t = task.sorted()
+    gp = build_meta_gp(t)
+    ls, os_, noise = torch.tensor([0.3, 0.8]), 2.0, 1e-3
+    gp.covar_module.base_kernel.lengthscale = ls[None]
+    gp.covar_module.outputscale = torch.tensor(os_)
+    gp.likelihood.noise = torch.tensor([noise])
+    gp.train()
+    mll = ExactMarginalLogLikelihood(gp.likelihood, gp)
+    ref = float(mll(gp(*gp.train_inputs), gp.train_targets))
+    z = (t.y - t.y.mean()) / t.y.std()
+    obj = MapObjective(
+        t.X,
+        z,
+        torch.zeros(0, t.n, dtype=torch.float64),
+        torch.zeros(0, t.n, t.n, dtype=torch.float64),
+        META_PRIORS,
+    )
+    theta = torch.log(torch.tensor([0.3, 0.8, os_, noise], dtype=torch.float64))
+    value, _ = obj.value_and_grad(theta)
+    assert value == pytest.approx(-ref, abs=1e-6)
+    assert float(obj(theta[None])[0]) == pytest.approx(value, abs=1e-10)
+
+
+def test_fast_and_botorch_optimizers_reach_the_same_map_value(task):
+    fast = fit_task_gp(task, seed=0, restarts=1, maxiter=200)
+    slow = fit_task_gp(task, seed=0, restarts=1, maxiter=200, optimizer="botorch")
+    assert fast.mll == pytest.approx(slow.mll, abs=1e-4)
+    with pytest.raises(MetaDataError, match="optimizer must be 'lbfgs' or 'botorch'"):
+        fit_task_gp(task, seed=0, optimizer="adam")
