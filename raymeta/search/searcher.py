@@ -56,6 +56,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
@@ -111,6 +112,9 @@ class ScaMLGPSearch(Searcher):
         num_fit_workers: Ray workers for the meta-task GP fits (0 = in-process).
         fit_num_cpus: CPUs each fit worker requests (default 0: never starves trials).
         meta_store: Optional ResultStore caching fitted meta-task GPs by content hash.
+        num_threads: Torch threads for the model code run in the driver (scoped to
+            each call; 1 by default: the matrices are tiny, and multi-threaded BLAS
+            on a busy node is thousands of times slower for them).
         max_concurrent: Maximum pending trials (also set by ConcurrencyLimiter).
 
     Raises:
@@ -140,6 +144,7 @@ class ScaMLGPSearch(Searcher):
         fit_num_cpus: float = 0.0,
         meta_store: Any = None,
         max_concurrent: int | None = None,
+        num_threads: int = 1,
     ) -> None:
         """Validate the arguments and, where the space is known, the meta-data."""
         _check_mode(mode)
@@ -162,6 +167,7 @@ class ScaMLGPSearch(Searcher):
             "meta_restarts": int(meta_restarts),
             "num_fit_workers": int(num_fit_workers),
             "fit_num_cpus": float(fit_num_cpus),
+            "num_threads": int(num_threads),
         }
         self._meta_store = meta_store
         self._max_concurrent = max_concurrent
@@ -438,7 +444,8 @@ class ScaMLGPSearch(Searcher):
             return self._complete_point(self._points.pop(0), self._num_suggested)
         rng = self._rng()
         try:
-            x = self._space.canonical(self._propose())
+            with _torch_threads(self._options.get("num_threads", 1)):
+                x = self._space.canonical(self._propose())
         except Exception as err:  # the model's own fallbacks failed: stay alive
             log.warning("ScaML-GP proposal failed (%s); suggesting at random", err)
             x = self._space.sample(rng)
@@ -528,6 +535,17 @@ class ScaMLGPSearch(Searcher):
 
     def _rng(self) -> np.random.Generator:
         return np.random.default_rng([self._seed, self._num_suggested, 2])
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int):
+    """Run a block with ``num_threads`` torch threads, then restore the old value."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, num_threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_mode(mode: str | None) -> None:
