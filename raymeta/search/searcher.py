@@ -189,6 +189,28 @@ class ScaMLGPSearch(Searcher):
         else:
             self._load_meta_frame()
 
+    @classmethod
+    def from_experiments(
+        cls,
+        experiments: Sequence[Any],
+        space: Mapping[str, Any] | None = None,
+        *,
+        metric: str,
+        mode: str,
+        task_ids: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> ScaMLGPSearch:
+        """Warm-start from earlier Tune experiments (paths or ResultGrids).
+
+        Each experiment becomes one meta-task (see
+        :class:`~raymeta.search.metadata.TuneMetaData`); other keyword arguments go
+        to the constructor.
+        """
+        from raymeta.search.metadata import TuneMetaData
+
+        meta = TuneMetaData(list(experiments), task_ids=task_ids)
+        return cls(space, metric, mode, meta_data=meta, **kwargs)
+
     # ------------------------------------------------------------- Tune hooks
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any

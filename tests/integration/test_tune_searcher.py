@@ -79,14 +79,23 @@ def test_invalid_values_never_win_and_checkpoints_pickle(ray_local, tmp_path, ca
     assert state.num_observations == len(finite)
     assert state.num_failed == 8 - len(finite)
     # an earlier Tune run is meta-data for the next searcher (TuneMetaData source)
-    warm = ScaMLGPSearch(
+    warm = ScaMLGPSearch.from_experiments(
+        [grid.experiment_path],
         {"report": tune.uniform(0, 5)},
         metric="_metric",
         mode="max",
-        meta_data=TuneMetaData(grid.experiment_path, task_ids=["earlier"]),
+        task_ids=["earlier"],
         **FAST,
     )
     assert 0.0 <= warm.suggest("1")["report"] <= 5.0
+    from_grid = ScaMLGPSearch(
+        {"report": tune.uniform(0, 5)},
+        metric="_metric",
+        mode="max",
+        meta_data=TuneMetaData(grid, task_ids=["earlier"]),
+        **FAST,
+    )
+    assert 0.0 <= from_grid.suggest("1")["report"] <= 5.0
 
 
 def test_killed_run_restores_with_exactly_num_samples(ray_local, tmp_path):
