@@ -135,7 +135,8 @@ def efficiency(args):
             for m in ("unrolled", "neumann", "cg")
             for k in (int(s) for s in args.ks.split(","))
         ]
-        for method, k in plan:
+        wanted = set(args.methods.split(","))
+        for method, k in [(m, k) for m, k in plan if m in wanted]:
             r = measure(width, method, k, args.repeats, args.device)
             print(
                 f"width={width:5d} params={r['params']:8d} {method:9s} K={k:2d} "
@@ -208,6 +209,7 @@ def main():
     parser.add_argument("--widths", default="256,1024,2048")
     parser.add_argument("--ks", default="1,5,10")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--methods", default="base,sama,unrolled,neumann,cg")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", default=None)
     parser.add_argument("--scaling", action="store_true")

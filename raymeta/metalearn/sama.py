@@ -143,10 +143,22 @@ def optimizer_adaptation(
     Raises:
         TrainingSetupError: Unsupported optimizer, or Adam before its first step.
     """
+    diagonals = _iter_diagonals(optimizer, params, last_grads)
+    return [
+        torch.full_like(p, d) if isinstance(d, float) else d
+        for p, d in zip(params, diagonals)
+    ]
+
+
+def _iter_diagonals(
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    last_grads: Sequence[torch.Tensor | None] | None,
+) -> Iterator[torch.Tensor | float]:
+    """Yield D per parameter (a float for SGD), one at a time to bound memory."""
     check_optimizer_supported(optimizer)
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     grads = list(last_grads) if last_grads is not None else [p.grad for p in params]
-    out = []
     for p, g in zip(params, grads):
         group = group_of.get(id(p))
         if group is None:
@@ -155,10 +167,9 @@ def optimizer_adaptation(
                 "optimizer from the same model.parameters() that SAMA differentiates"
             )
         if isinstance(optimizer, torch.optim.Adam):
-            out.append(_adam_diagonal(optimizer.state.get(p, {}), group, p, g))
+            yield _adam_diagonal(optimizer.state.get(p, {}), group, p, g)
         else:
-            out.append(torch.full_like(p, _sgd_scale(group)))
-    return out
+            yield _sgd_scale(group)
 
 
 def _sgd_scale(group: dict[str, Any]) -> float:
@@ -350,6 +361,10 @@ def sama_hypergradient(
     """
     if radius <= 0:
         raise TrainingSetupError(f"radius must be > 0, got {radius}")
+    if adaptation not in ("auto", "none"):
+        raise TrainingSetupError(
+            f"adaptation must be 'auto' or 'none', got {adaptation!r}"
+        )
     params = trainable_parameters(model)
     devices = _rng_devices(params)
     buffers = list(model.buffers())
@@ -357,15 +372,10 @@ def sama_hypergradient(
     with torch.random.fork_rng(devices=devices):
         v, direct, meta_loss = meta_loss_gradients(problem, model, meta, meta_batch)
     _copy_(buffers, buffers0)
+    direction = v  # p = D ⊙ v, formed in place one parameter at a time
     if adaptation == "auto":
-        diag = optimizer_adaptation(optimizer, params, last_grads)
-        direction = [d * g for d, g in zip(diag, v)]
-    elif adaptation == "none":
-        direction = v
-    else:
-        raise TrainingSetupError(
-            f"adaptation must be 'auto' or 'none', got {adaptation!r}"
-        )
+        for vi, d in zip(v, _iter_diagonals(optimizer, params, last_grads)):
+            vi.mul_(d)
     product, eps = finite_difference_mixed_product(
         problem,
         model,
