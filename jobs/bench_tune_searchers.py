@@ -146,7 +146,7 @@ def summarise(store, args):
 def main() -> None:
     args = parse_args()
     store = ResultStore(args.store)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="bench-tune-")
     done = set()
     if "benchmarks" in store.tables():
