@@ -1,6 +1,9 @@
 """The ``raymeta`` command.
 
 Subcommands:
+    raymeta demo [--store DIR]              the three methods end to end on local Ray
+    raymeta validate CONFIG...              check job configs completely before launch
+    raymeta run CONFIG [--store S]          run a job config on the current/local Ray
     raymeta results ls ROOT                 tables, rows, experiments in a store
     raymeta results show ROOT TABLE ...     print rows (filter by experiment, columns)
     raymeta results plot ROOT TABLE ...     median line plot with a 25-75% band -> PNG
@@ -97,6 +100,60 @@ def cmd_results_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate job configs; every problem of every file is reported."""
+    from raymeta.config import load_config
+
+    problems = []
+    for path in args.configs:
+        try:
+            cfg = load_config(path)
+            print(f"{path}: ok (job {cfg.job!r})")
+        except RaymetaError as err:
+            problems.append(str(err))
+    if problems:
+        raise RaymetaError(" | ".join(problems))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one job config."""
+    from raymeta.config import load_config
+    from raymeta.runner import run_job, with_store
+
+    cfg = with_store(load_config(args.config), args.store, args.storage_path)
+    _check_address()
+    print(run_job(cfg, run_name=args.run_name).text)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo."""
+    from raymeta.demo import run_demo
+
+    _check_address()
+    run_demo(args.store)
+    return 0
+
+
+def _check_address() -> None:
+    """Fail in one line when RAY_ADDRESS names a cluster that does not answer."""
+    import os
+    import socket
+
+    address = os.environ.get("RAY_ADDRESS", "")
+    if not address or address in ("local", "auto") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        raise RaymetaError(
+            f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}; start it "
+            "(ray up cluster.yaml) or unset RAY_ADDRESS to run locally"
+        ) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``raymeta`` command."""
     parser = argparse.ArgumentParser(
@@ -104,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ray-distributed meta-learning (ScaML-GP, SAMA, HeTRoM).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="run the three methods end to end on local Ray")
+    demo.add_argument("--store", default="raymeta-results", help="results store root")
+    demo.set_defaults(fn=cmd_demo)
+    validate = sub.add_parser("validate", help="validate job config files")
+    validate.add_argument("configs", nargs="+", metavar="CONFIG", help="TOML files")
+    validate.set_defaults(fn=cmd_validate)
+    run = sub.add_parser(
+        "run", help="run a job config (resumes a run of the same name)"
+    )
+    run.add_argument("config", metavar="CONFIG", help="TOML file")
+    run.add_argument("--store", help="override the results store root")
+    run.add_argument("--storage-path", help="override the Ray storage path")
+    run.add_argument("--run-name", help="training run name (rerunning resumes)")
+    run.set_defaults(fn=cmd_run)
     _add_results(sub)
     return parser
 

@@ -223,7 +223,7 @@ class SamaJobConfig(JobConfig):
         experiment: Results-store experiment name (partition).
         run_name: Ray run name; rerunning with the same name resumes.
         storage_path: Ray Train storage (checkpoints); shared on multi-node runs.
-        results_path: Results-store root; None writes nothing.
+        store: Results-store root (path or URI); None writes nothing.
         dataset: "digits" (sklearn) or "blobs" (tiny synthetic, for tests).
         noise_rate: Symmetric label-noise rate of the training set.
         meta_per_class: Clean meta examples per class (digits).
@@ -255,6 +255,7 @@ class SamaJobConfig(JobConfig):
         keep_ids_path: Optional ``.npy`` of training-example ids to train on (a
             pruned subset); None trains on the whole ``train_set``.
         num_workers: Ray Train workers (0 = run in the driver).
+        placement_strategy: Worker placement ("PACK", "SPREAD", "STRICT_SPREAD"...).
         use_gpu: One GPU per worker.
         max_failures: Worker-group restarts allowed.
         timeout_minutes: Collective timeout.
@@ -263,7 +264,7 @@ class SamaJobConfig(JobConfig):
     experiment: str = "sama"
     run_name: str = "sama"
     storage_path: str = "/tmp/raymeta-runs"
-    results_path: str | None = None
+    store: str | None = None
     dataset: Literal["digits", "blobs"] = "digits"
     noise_rate: float = 0.4
     meta_per_class: int = 10
@@ -291,6 +292,9 @@ class SamaJobConfig(JobConfig):
     keep_fraction: float = 0.7
     keep_ids_path: str | None = None
     num_workers: int = 1
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = (
+        "PACK"
+    )
     use_gpu: bool = False
     max_failures: int = 0
     timeout_minutes: float = 5.0

@@ -465,9 +465,13 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         _maybe_fail(run, step)
     _check_ranks(run)
     checksums = _rank_checksums(run)
-    return (
-        _summary(run, checksums, time.perf_counter() - start) if run.rank == 0 else None
-    )
+    node_ranks = _node_ranks()
+    if run.rank != 0:
+        return None
+    return {
+        **_summary(run, checksums, time.perf_counter() - start),
+        "node_ranks": node_ranks,
+    }
 
 
 def _record_and_report(
@@ -499,6 +503,15 @@ def _rank_checksums(run: _Run) -> list[int]:
     local = collectives.tensor_checksum(
         [*run.model.parameters(), *run.meta.parameters()]
     )
+    gathered = collectives.all_gather_flat(torch.tensor([local], dtype=torch.int64))
+    return [int(v) for v in gathered.reshape(-1).tolist()]
+
+
+def _node_ranks() -> list[int]:
+    """The node rank of every worker, gathered (shows where workers were placed)."""
+    import ray.train
+
+    local = ray.train.get_context().get_node_rank()
     gathered = collectives.all_gather_flat(torch.tensor([local], dtype=torch.int64))
     return [int(v) for v in gathered.reshape(-1).tolist()]
 
@@ -578,6 +591,7 @@ def fit_sama(
         storage_path=cfg.storage_path,
         num_workers=cfg.num_workers,
         use_gpu=cfg.use_gpu,
+        placement_strategy=cfg.placement_strategy,
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
     )

@@ -51,6 +51,7 @@ def build_trainer(
     num_to_keep: int | None = 2,
     timeout_minutes: float = 5.0,
     backend: str | None = None,
+    placement_strategy: str = "PACK",
 ) -> TorchTrainer:
     """Create a ``TorchTrainer`` running ``train_loop(loop_config)`` on each worker.
 
@@ -66,6 +67,8 @@ def build_trainer(
         num_to_keep: Checkpoints kept on storage (None keeps all).
         timeout_minutes: Collective timeout of the torch process group.
         backend: torch.distributed backend; None picks gloo on CPU, nccl on GPU.
+        placement_strategy: How workers are placed on nodes ("PACK", "SPREAD",
+            "STRICT_PACK", "STRICT_SPREAD").
 
     Returns:
         A configured ``TorchTrainer``; call ``fit()`` on it.
@@ -95,7 +98,10 @@ def build_trainer(
             timeout_s=int(datetime.timedelta(minutes=timeout_minutes).total_seconds()),
         ),
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,

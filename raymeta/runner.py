@@ -1,0 +1,209 @@
+"""Run any validated job config: the one path shared by jobs, the CLI and the demo.
+
+``jobs/*.py``, ``raymeta run CONFIG`` and ``raymeta demo`` all call :func:`run_job`,
+which dispatches on the config type, writes results to the config's results store and
+returns a :class:`JobSummary` (headline figures and a one-line text).
+
+Every job resumes when rerun with the same name and storage path: tuning through
+``Tuner.restore``, training through ``ray.train.get_checkpoint()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raymeta.config import HeTRoMConfig, JobConfig, SamaJobConfig, TuneScaMLGPConfig
+from raymeta.errors import ConfigError
+
+__all__ = ["JobSummary", "job_main", "run_job", "with_store"]
+
+
+@dataclass
+class JobSummary:
+    """What a job reports back.
+
+    Attributes:
+        job: The job name (``tune_scamlgp``, ``sama``, ``hetrom``).
+        experiment: The results-store experiment the job wrote.
+        figures: Headline numbers (name -> value).
+        text: One human-readable line.
+        details: Job-specific extras (e.g. the meta-tasks a tuning run used).
+    """
+
+    job: str
+    experiment: str
+    figures: dict[str, float]
+    text: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def with_store(
+    cfg: JobConfig, store: str | None, storage_path: str | None
+) -> JobConfig:
+    """Return ``cfg`` with its results store / Ray storage path overridden.
+
+    Local paths are made absolute, because Ray workers run in other directories.
+    """
+    changes: dict[str, Any] = {}
+    if store is not None:
+        changes["store"] = store
+    if storage_path is not None:
+        changes["storage_path"] = storage_path
+    cfg = dataclasses.replace(cfg, **changes)
+    absolute = {
+        name: _absolute(getattr(cfg, name))
+        for name in ("store", "storage_path")
+        if getattr(cfg, name, None)
+    }
+    return dataclasses.replace(cfg, **absolute)
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def run_job(cfg: JobConfig, *, run_name: str | None = None) -> JobSummary:
+    """Run a validated config on the current Ray (started locally if none).
+
+    Args:
+        cfg: A config from :func:`raymeta.config.load_config`.
+        run_name: Training run name (default: the config's); rerunning resumes.
+
+    Raises:
+        ConfigError: The config's job has no runner.
+    """
+    import ray
+
+    ray.init(ignore_reinit_error=True)  # joins RAY_ADDRESS under `ray job submit`
+    if isinstance(cfg, TuneScaMLGPConfig):
+        return _run_tune(cfg)
+    if isinstance(cfg, SamaJobConfig):
+        return _run_sama(cfg, run_name or cfg.run_name)
+    if isinstance(cfg, HeTRoMConfig):
+        return _run_hetrom(cfg, run_name or f"{cfg.experiment}-s{cfg.seed}")
+    raise ConfigError(f"job {cfg.job!r} has no runner")
+
+
+def _run_tune(cfg: TuneScaMLGPConfig) -> JobSummary:
+    from raymeta.results import ResultStore
+    from raymeta.search.metadata import StoreMetaData
+    from raymeta.search.trainables import record_meta_tasks
+    from raymeta.search.tuning import (
+        best_regret_curve,
+        build_searcher,
+        run_family_tuning,
+    )
+    from raymeta.tasks.bo import FAMILIES, draw_study
+
+    family = FAMILIES[cfg.family]
+    study = draw_study(
+        family, seed=cfg.seed, num_meta=cfg.num_meta_tasks, n_meta=cfg.n_meta
+    )
+    store = ResultStore(cfg.store)
+    experiments = record_meta_tasks(store, study) + list(cfg.extra_meta_experiments)
+    searcher = build_searcher(
+        "scamlgp" if cfg.use_meta_data else "scamlgp_nometa",
+        metric="loss",
+        mode="min",
+        seed=cfg.seed,
+        meta_data=StoreMetaData(store, experiments=experiments),
+        options=cfg.searcher_options(),
+    )
+    grid, _ = run_family_tuning(
+        study,
+        searcher=searcher,
+        experiment=cfg.experiment,
+        storage_path=cfg.storage_path,
+        num_samples=cfg.num_samples,
+        max_concurrent=cfg.max_concurrent,
+        store=store,
+    )
+    regret = best_regret_curve(grid, study.target.optimum())
+    store.append(
+        "metrics",
+        [
+            {
+                "experiment": cfg.experiment,
+                "run_id": cfg.experiment,
+                "method": "scamlgp",
+                "step": i + 1,
+                "name": "best_regret",
+                "value": r,
+            }
+            for i, r in enumerate(regret)
+        ],
+        key=("tune-regret", cfg.experiment, len(regret)),
+    )
+    figures = {"trials": float(len(grid)), "best_regret": float(regret[-1])}
+    used = experiments if cfg.use_meta_data else []
+    text = (
+        f"{cfg.experiment}: {len(grid)} trials on a {cfg.family} task, "
+        f"{len(used)} meta-tasks, best regret {regret[-1]:.4g}"
+    )
+    return JobSummary(
+        cfg.job, cfg.experiment, figures, text, {"meta_experiments": used}
+    )
+
+
+def _run_sama(cfg: SamaJobConfig, run_name: str) -> JobSummary:
+    from raymeta.results import ResultStore
+    from raymeta.training.sama_loop import fit_sama, summary_metrics, write_sama_results
+
+    summary = fit_sama(cfg, run_name=run_name).return_value
+    if cfg.store:
+        write_sama_results(ResultStore(cfg.store), cfg, summary, run_id=run_name)
+    figures = summary_metrics(summary)
+    text = f"{cfg.experiment}/{run_name}: " + ", ".join(
+        f"{k}={v:.4g}" for k, v in figures.items()
+    )
+    return JobSummary(cfg.job, cfg.experiment, figures, text)
+
+
+def _run_hetrom(cfg: HeTRoMConfig, run_name: str) -> JobSummary:
+    from raymeta.training.hetrom_loop import fit_hetrom, hetrom_summary
+
+    out = fit_hetrom(cfg, run_name=run_name).return_value
+    figures = hetrom_summary(out)
+    text = f"{cfg.experiment}/{run_name}: " + ", ".join(
+        f"{k}={v:.4g}" for k, v in figures.items()
+    )
+    return JobSummary(cfg.job, cfg.experiment, figures, text)
+
+
+def job_main(job: str, description: str, argv: Sequence[str] | None = None) -> int:
+    """Entry point shared by ``jobs/*.py``: parse, validate, run, print one line.
+
+    Args:
+        job: The job name the config must declare (``job = "..."``).
+        description: Help text (the script's docstring).
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status (2 with one line on stderr for bad input).
+    """
+    from raymeta.config import load_config
+    from raymeta.errors import RaymetaError
+
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("config", help=f"TOML file with job = {job!r}")
+    parser.add_argument("--store", help="results store root (path or URI)")
+    parser.add_argument("--storage-path", help="Ray storage path (shared on clusters)")
+    parser.add_argument("--run-name", help="training run name (rerunning resumes)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = with_store(load_config(args.config), args.store, args.storage_path)
+        if cfg.job != job:
+            raise ConfigError(f"{args.config}: expected job = {job!r}, got {cfg.job!r}")
+        print(run_job(cfg, run_name=args.run_name).text, flush=True)
+    except RaymetaError as err:
+        print(f"{job}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    return 0
