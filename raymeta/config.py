@@ -442,6 +442,8 @@ class TuneScaMLGPConfig(JobConfig):
         meta_restarts: Restarts per meta-task GP fit.
         num_fit_workers: Ray tasks fitting the meta-task GPs (0 = in the driver).
         fit_num_cpus: CPUs each fit task requests (0 never starves trials).
+        extra_meta_experiments: Earlier experiments in the store whose trials are
+            used as meta-data too (e.g. earlier runs on related targets).
     """
 
     experiment: str = "tune-scamlgp-branin"
@@ -461,6 +463,7 @@ class TuneScaMLGPConfig(JobConfig):
     meta_restarts: int = 5
     num_fit_workers: int = 1
     fit_num_cpus: float = 0.0
+    extra_meta_experiments: tuple[str, ...] = ()
 
     def problems(self) -> list[str]:
         """Cross-field checks (known family, positive sizes)."""

@@ -16,6 +16,7 @@ with optuna's RandomSampler). Optuna is imported only for those two (``bench`` e
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from raymeta.tasks.bo import Study
 __all__ = [
     "SEARCHERS",
     "TimedSearcher",
+    "best_regret_curve",
     "build_searcher",
     "run_family_tuning",
     "trial_values",
@@ -223,3 +225,16 @@ def trial_values(grid: tune.ResultGrid, key: str) -> list[float]:
         value = result.metrics.get(key, float("nan"))
         indexed.append((int(tag.split("_", 1)[0]), float(value)))
     return [v for _, v in sorted(indexed)]
+
+
+def best_regret_curve(grid: tune.ResultGrid, optimum: float) -> list[float]:
+    """Best noise-free regret after each trial, in trial creation order.
+
+    Trials without a finite ``true_loss`` (failed ones) keep the previous best.
+    """
+    best, curve = math.inf, []
+    for value in trial_values(grid, "true_loss"):
+        if math.isfinite(value):
+            best = min(best, value - optimum)
+        curve.append(best)
+    return curve
