@@ -92,7 +92,7 @@ def store_run(store, key, setting, contamination, method, seed, steps, figures) 
         "seed": seed,
         "step": steps,
         "contamination": contamination,
-        "machine": f"{describe_machine()} load1={os.getloadavg()[0]:.1f}",
+        "machine": describe_machine(),
         "command": shlex.join([os.path.basename(sys.executable), *sys.argv]),
         "recorded_at": dt.datetime.now(dt.UTC),
     }
