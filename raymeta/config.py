@@ -371,7 +371,7 @@ class HeTRoMConfig(JobConfig):
     checkpoint_every: int = 100
     max_failures: int = 0
     storage_path: str = "runs"
-    results_uri: str = "results"
+    store: str = "results"
     timeout_minutes: float = 5.0
 
     def problems(self) -> list[str]:

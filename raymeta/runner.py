@@ -166,10 +166,12 @@ def _run_sama(cfg: SamaJobConfig, run_name: str) -> JobSummary:
 
 
 def _run_hetrom(cfg: HeTRoMConfig, run_name: str) -> JobSummary:
+    from raymeta.results import ResultStore
     from raymeta.training.hetrom_loop import fit_hetrom, hetrom_summary
 
     out = fit_hetrom(cfg, run_name=run_name).return_value
-    figures = hetrom_summary(out)
+    store = ResultStore(cfg.store) if cfg.store else None
+    figures = hetrom_summary(out, store, run_id=run_name, after_step=cfg.warmup_steps)
     text = f"{cfg.experiment}/{run_name}: " + ", ".join(
         f"{k}={v:.4g}" for k, v in figures.items()
     )

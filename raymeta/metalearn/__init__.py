@@ -1,1 +1,139 @@
-"""Bilevel and episodic meta-learning: SAMA and HeTRoM (no Ray in this package)."""
+"""Bilevel and episodic meta-learning: SAMA and HeTRoM (no Ray in this package).
+
+- SAMA (:mod:`raymeta.metalearn.sama`): first-order meta-gradients with optimizer
+  adaptation; baselines (unrolled, Neumann, CG) in :mod:`~raymeta.metalearn.baselines`;
+  applications: meta-weight-net reweighting and data-pruning scores.
+- HeTRoM (:mod:`raymeta.metalearn.hetrom`): ranked-range task selection (exact sort,
+  two-scalar dual, log-normal thresholds) over episodic heads
+  (:mod:`~raymeta.metalearn.heads`).
+"""
+
+from raymeta.metalearn.problem import (
+    BilevelProblem,
+    check_batches,
+    functional_forward,
+    trainable_parameters,
+    validate_problem,
+)
+from raymeta.metalearn.sama import (
+    SamaResult,
+    check_optimizer_supported,
+    finite_difference_mixed_product,
+    meta_loss_gradients,
+    optimizer_adaptation,
+    sama_hypergradient,
+    set_grads,
+)
+from raymeta.metalearn.baselines import (
+    cg_hypergradient,
+    neumann_hypergradient,
+    unrolled_hypergradient,
+)
+from raymeta.metalearn.reweighting import (
+    MetaWeightNet,
+    ReweightingProblem,
+    UnweightedProblem,
+    example_weights,
+    weight_auc,
+)
+from raymeta.metalearn.pruning import (
+    ExampleScores,
+    PruningProblem,
+    el2n_scores,
+    keep_mask,
+    loss_scores,
+    random_scores,
+)
+from raymeta.metalearn.heads import (
+    HEADS,
+    EpisodicHead,
+    LinearHead,
+    ProtoNetHead,
+    build_head,
+    task_metric,
+)
+from raymeta.metalearn.hetrom import (
+    Collectives,
+    DualThresholds,
+    LocalCollectives,
+    LogNormalThresholds,
+    NormalizedMLP,
+    OracleClean,
+    PlainAverage,
+    RankedRange,
+    RobustTaskObjective,
+    Selection,
+    SelectionRule,
+    StepRecord,
+    band_loss,
+    build_selection_rule,
+    compute_task_losses,
+    dual_objective,
+    evaluate_episodic,
+    hetrom_meta_step,
+    normalize_embedding,
+    rank_order,
+    ranked_range_sum,
+    selection_quality,
+    top_k,
+    trimmed,
+)
+
+__all__ = [
+    "BilevelProblem",
+    "Collectives",
+    "DualThresholds",
+    "EpisodicHead",
+    "ExampleScores",
+    "HEADS",
+    "LinearHead",
+    "LocalCollectives",
+    "LogNormalThresholds",
+    "MetaWeightNet",
+    "NormalizedMLP",
+    "OracleClean",
+    "PlainAverage",
+    "ProtoNetHead",
+    "PruningProblem",
+    "RankedRange",
+    "ReweightingProblem",
+    "RobustTaskObjective",
+    "SamaResult",
+    "Selection",
+    "SelectionRule",
+    "StepRecord",
+    "UnweightedProblem",
+    "band_loss",
+    "build_head",
+    "build_selection_rule",
+    "cg_hypergradient",
+    "check_batches",
+    "check_optimizer_supported",
+    "compute_task_losses",
+    "dual_objective",
+    "el2n_scores",
+    "evaluate_episodic",
+    "example_weights",
+    "finite_difference_mixed_product",
+    "functional_forward",
+    "hetrom_meta_step",
+    "keep_mask",
+    "loss_scores",
+    "meta_loss_gradients",
+    "neumann_hypergradient",
+    "normalize_embedding",
+    "optimizer_adaptation",
+    "random_scores",
+    "rank_order",
+    "ranked_range_sum",
+    "sama_hypergradient",
+    "selection_quality",
+    "set_grads",
+    "task_metric",
+    "top_k",
+    "trainable_parameters",
+    "trimmed",
+    "unrolled_hypergradient",
+    "validate_problem",
+    "weight_auc",
+]

@@ -40,7 +40,9 @@ from raymeta.metalearn.hetrom import (
     build_selection_rule,
     evaluate_episodic,
     hetrom_meta_step,
+    selection_quality,
 )
+from raymeta.tasks.episodes import TASK_KINDS
 from raymeta.tasks.fewshot import EpisodeStream, build_task_family
 from raymeta.training import collectives
 from raymeta.training.checkpointing import (
@@ -252,7 +254,7 @@ def hetrom_train_loop(loop_config: dict[str, Any]) -> dict[str, Any]:
     )
     if restore_from_ray(state, rank=rank):  # Ray: resume after a failure or rerun
         c.objective.load_state_dict(state.extra.get("objective", {}))
-    store = ResultStore(cfg.results_uri) if rank == 0 and cfg.results_uri else None
+    store = ResultStore(cfg.store) if rank == 0 and cfg.store else None
     task_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
     history = []
@@ -321,7 +323,7 @@ def fit_hetrom(
     cfg = dataclasses.replace(
         cfg,
         storage_path=_absolute(cfg.storage_path),
-        results_uri=_absolute(cfg.results_uri) if cfg.results_uri else "",
+        store=_absolute(cfg.store) if cfg.store else "",
     )
     loop_config = {"config": dataclasses.asdict(cfg), "run_id": run_name} | (
         hooks or {}
@@ -340,3 +342,34 @@ def fit_hetrom(
 
 def _absolute(path: str) -> str:
     return path if "://" in path else str(Path(path).resolve())
+
+
+def hetrom_summary(
+    out: dict[str, Any], store: Any = None, *, run_id: str = "", after_step: int = 0
+) -> dict[str, float]:
+    """Headline figures: clean-test metric, and how well the dropped-top set matched
+    the contaminated tasks (from the store's ``task_stats``, after warm-up).
+
+    Args:
+        out: ``Result.return_value`` of :func:`fit_hetrom`.
+        store: The run's results store (optional).
+        run_id: The run's id in the store.
+        after_step: Only steps from this one on count (skip the warm-up).
+    """
+    figures = {
+        "test_metric": float(out["test_metric"]),
+        "test_ci95": float(out["test_ci95"]),
+        "attempt": float(out["attempt"]),
+    }
+    if store is None or "task_stats" not in store.tables():
+        return figures
+    stats = store.to_pandas(
+        "task_stats", filters=[("run_id", "=", run_id), ("step", ">=", after_step)]
+    )
+    if stats.empty:
+        return figures
+    dropped_top = torch.tensor((stats["dropped"] == "top").to_numpy())
+    kinds = torch.tensor([TASK_KINDS.index(k) for k in stats["task_kind"]])
+    precision, recall = selection_quality(dropped_top, kinds)
+    figures |= {"dropped_top_precision": precision, "dropped_top_recall": recall}
+    return figures

@@ -89,7 +89,7 @@ def start_head(num_cpus: int = 2, timeout_s: float = 120) -> RayHead:
         f"--runtime-env-agent-port={free_port()}",
         "--disable-usage-stats",
     ]
-    log = open(Path(temp_dir) / "head.log", "w")  # noqa: SIM115 - lives as long as the head
+    log = open(Path(temp_dir) / "head.log", "w")  # closed when the head process ends
     process = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )

@@ -28,7 +28,7 @@ def tiny_config(tmp: Path, **changes):
     return dataclasses.replace(
         cfg,
         storage_path=str(tmp / "runs"),
-        results_uri=str(tmp / "store"),
+        store=str(tmp / "store"),
         timeout_minutes=2.0,
         **changes,
     )
@@ -76,7 +76,7 @@ def test_killed_worker_resumes_from_checkpoint_with_the_same_result(
     assert out["params"] == reference["params"]  # bit-identical after resuming
     assert out["objective_state"] == reference["objective_state"]
     assert out["test_metric"] == reference["test_metric"]
-    stats = ResultStore(cfg.results_uri).to_pandas("task_stats")
+    stats = ResultStore(cfg.store).to_pandas("task_stats")
     assert len(stats) == 6 * 8  # re-run steps were not appended twice
     assert not stats.duplicated(["step", "task_id"]).any()
     assert set(stats["dropped"]) <= {"none", "top", "bottom"}

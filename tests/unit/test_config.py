@@ -31,7 +31,8 @@ class ToyConfig(JobConfig):
 def test_valid_toml_round_trip(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(
-        'job = "toy-test"\nsteps = 3\nratio = 1\nwidths = [4, 8]\n[optim]\nkind = "adam"\n'
+        'job = "toy-test"\nsteps = 3\nratio = 1\nwidths = [4, 8]\n'
+        '[optim]\nkind = "adam"\n'
     )
     cfg = load_config(path)
     assert cfg == ToyConfig(
