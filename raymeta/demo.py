@@ -30,6 +30,11 @@ from raymeta.runner import JobSummary, run_job
 __all__ = ["demo_configs", "run_demo"]
 
 DEMO_TUNE_PREFIX = "demo-tune-"
+HEADLINE = {
+    "tune_scamlgp": ("trials", "best_regret"),
+    "sama": ("test_acc", "weight_auc", "mean_weight_clean", "mean_weight_noisy"),
+    "hetrom": ("test_metric", "dropped_top_precision", "dropped_top_recall"),
+}
 
 
 @contextmanager
@@ -154,9 +159,10 @@ def run_demo(
         "[3/3] HeTRoM on Gaussian-cluster tasks, 40% contaminated",
     ]
     summaries = []
-    for label, cfg in zip(labels, configs, strict=True):
+    run_names = [None, f"demo-sama-{run}", f"demo-hetrom-{run}"]
+    for label, cfg, name in zip(labels, configs, run_names, strict=True):
         with progress(label, out):
-            summaries.append(run_job(cfg))
+            summaries.append(run_job(cfg, run_name=name))
     plots = _plots(store, Path(store.root) / "plots")
     _print_table(summaries, store, plots, out)
     return summaries
@@ -165,7 +171,6 @@ def run_demo(
 def _plots(store: ResultStore, folder: Path) -> list[Path]:
     from raymeta.results.plots import plot_histogram, plot_lines
 
-    made: list[Path] = []
     steps: list[tuple[str, Callable[[], Path]]] = [
         (
             "regret",
@@ -194,20 +199,24 @@ def _plots(store: ResultStore, folder: Path) -> list[Path]:
         (
             "hetrom",
             lambda: plot_lines(
-                store.to_pandas(
-                    "metrics", filters=[("experiment", "=", "demo-hetrom")]
-                ),
+                _dropped_top_share(store),
                 x="step",
-                y="value",
-                by="name",
-                out=folder / "hetrom_metrics.png",
-                title="HeTRoM: training statistics",
+                y="dropped_top",
+                by="task_kind",
+                out=folder / "hetrom_selection.png",
+                title="HeTRoM: share of tasks dropped as outliers, by kind",
             ),
         ),
     ]
-    for _, make in steps:
-        made.append(make())
-    return made
+    return [make() for _, make in steps]
+
+
+def _dropped_top_share(store: ResultStore) -> Any:
+    """Per step window and task kind, the share of tasks dropped at the top."""
+    stats = store.to_pandas("task_stats", filters=[("experiment", "=", "demo-hetrom")])
+    stats["dropped_top"] = (stats["dropped"] == "top").astype(float)
+    stats["step"] = stats["step"] // 25 * 25  # smooth over windows of 25 steps
+    return stats.groupby(["step", "task_kind"], as_index=False)["dropped_top"].mean()
 
 
 def _print_table(
@@ -216,7 +225,8 @@ def _print_table(
     print("\nraymeta demo summary", file=out)
     print(f"{'job':<14}{'experiment':<18}key figures", file=out)
     for s in summaries:
-        figures = ", ".join(f"{k}={v:.4g}" for k, v in list(s.figures.items())[:4])
+        keys = [k for k in HEADLINE.get(s.job, s.figures) if k in s.figures]
+        figures = ", ".join(f"{k}={s.figures[k]:.4g}" for k in keys)
         print(f"{s.job:<14}{s.experiment:<18}{figures}", file=out)
         if s.details.get("meta_experiments") is not None:
             used = s.details["meta_experiments"]

@@ -602,8 +602,8 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """Headline numbers of a run summary (accuracies, weight AUC, throughput)."""
     from raymeta.metalearn.reweighting import weight_auc
 
-    weights = torch.as_tensor(summary["weights"])
-    noisy = torch.as_tensor(summary["is_noisy"])
+    weights = torch.tensor(np.array(summary["weights"]))
+    noisy = torch.tensor(np.array(summary["is_noisy"]))
     out = {
         "test_acc": summary["test_acc"],
         "meta_acc": summary["meta_acc"],
