@@ -27,6 +27,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from raymeta.results import ResultStore
 from raymeta.search.space import flatten_config
 
 __all__ = ["StoreCallback", "trial_row"]
@@ -36,8 +37,8 @@ class StoreCallback(Callback):
     """Append each finished Tune trial to the results store's ``trials`` table.
 
     Args:
-        store: A :class:`~raymeta.results.ResultStore` (pickled by its root, so the
-            callback survives ``Tuner`` pickling and restore).
+        store: A :class:`~raymeta.results.ResultStore` or its root (path or URI);
+            pickled by its root, so the callback survives ``Tuner`` restore.
         experiment: Experiment name written with each row (default: the Tune
             experiment directory name).
         task_id: The task the trials evaluate (default: the experiment name).
@@ -59,7 +60,7 @@ class StoreCallback(Callback):
         seed: int | None = None,
     ) -> None:
         """Remember where and how to write; nothing is written until a trial ends."""
-        self.store = store
+        self.store = store if isinstance(store, ResultStore) else ResultStore(store)
         self.experiment = experiment
         self.task_id = task_id
         self.metric = metric

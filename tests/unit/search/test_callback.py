@@ -102,3 +102,12 @@ def test_written_trials_read_back_as_meta_data(store):
     frame = load_meta_frame(StoreMetaData(store, experiments=["exp1"]), metric="loss")
     assert sorted(frame["value"]) == [0.0, 1.0, 2.0]
     assert set(frame["task_id"]) == {"exp1:branin-3"}
+
+
+def test_callback_accepts_a_store_root_path(tmp_path):
+    from raymeta.results import ResultStore
+    from raymeta.search.callback import StoreCallback
+
+    callback = StoreCallback(str(tmp_path / "store"), experiment="e", metric="loss")
+    assert isinstance(callback.store, ResultStore)
+    assert callback.store.root == str(tmp_path / "store")
