@@ -122,7 +122,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from raymeta.runner import run_job, with_store
 
     cfg = with_store(load_config(args.config), args.store, args.storage_path)
-    _check_address()
     print(run_job(cfg, run_name=args.run_name).text)
     return 0
 
@@ -131,27 +130,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
     from raymeta.demo import run_demo
 
-    _check_address()
     run_demo(args.store)
     return 0
-
-
-def _check_address() -> None:
-    """Fail in one line when RAY_ADDRESS names a cluster that does not answer."""
-    import os
-    import socket
-
-    address = os.environ.get("RAY_ADDRESS", "")
-    if not address or address in ("local", "auto") or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except (OSError, ValueError):
-        raise RaymetaError(
-            f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}; start it "
-            "(ray up cluster.yaml) or unset RAY_ADDRESS to run locally"
-        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

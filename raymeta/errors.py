@@ -18,11 +18,13 @@ Example:
 from __future__ import annotations
 
 __all__ = [
+    "ClusterUnreachableError",
     "ConfigError",
     "EpisodeError",
     "FitError",
     "InvalidNameError",
     "MetaDataError",
+    "RankDivergenceError",
     "RaymetaError",
     "SchemaMismatchError",
     "SearchSpaceError",
@@ -99,3 +101,7 @@ class RankDivergenceError(RaymetaError, RuntimeError):
 
 class SearcherSetupError(RaymetaError, ValueError):
     """A searcher lacks its metric, mode or space, or cannot restore a checkpoint."""
+
+
+class ClusterUnreachableError(RaymetaError, ConnectionError):
+    """The Ray cluster named by RAY_ADDRESS does not answer."""

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raymeta.config import HeTRoMConfig, JobConfig, SamaJobConfig, TuneScaMLGPConfig
-from raymeta.errors import ConfigError
+from raymeta.errors import ClusterUnreachableError, ConfigError, RaymetaError
 
-__all__ = ["JobSummary", "job_main", "run_job", "with_store"]
+__all__ = ["JobSummary", "check_ray_address", "job_main", "run_job", "with_store"]
 
 
 @dataclass
@@ -68,6 +68,23 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
+def check_ray_address() -> None:
+    """Fail in one line when RAY_ADDRESS names a cluster that does not answer."""
+    import socket
+
+    address = os.environ.get("RAY_ADDRESS", "")
+    if not address or address in ("local", "auto") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        raise ClusterUnreachableError(
+            f"cannot reach the Ray cluster at RAY_ADDRESS={address!r}; start it "
+            "(ray up cluster.yaml) or unset RAY_ADDRESS to run locally"
+        ) from None
+
+
 def run_job(cfg: JobConfig, *, run_name: str | None = None) -> JobSummary:
     """Run a validated config on the current Ray (started locally if none).
 
@@ -80,6 +97,11 @@ def run_job(cfg: JobConfig, *, run_name: str | None = None) -> JobSummary:
     """
     import ray
 
+    from raymeta.results import ResultStore
+
+    if getattr(cfg, "store", None):
+        ResultStore(cfg.store)  # fail now, not after training, if it is unwritable
+    check_ray_address()
     ray.init(ignore_reinit_error=True)  # joins RAY_ADDRESS under `ray job submit`
     if isinstance(cfg, TuneScaMLGPConfig):
         return _run_tune(cfg)
@@ -190,7 +212,6 @@ def job_main(job: str, description: str, argv: Sequence[str] | None = None) -> i
         The process exit status (2 with one line on stderr for bad input).
     """
     from raymeta.config import load_config
-    from raymeta.errors import RaymetaError
 
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter

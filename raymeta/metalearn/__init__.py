@@ -8,41 +8,10 @@
   (:mod:`~raymeta.metalearn.heads`).
 """
 
-from raymeta.metalearn.problem import (
-    BilevelProblem,
-    check_batches,
-    functional_forward,
-    trainable_parameters,
-    validate_problem,
-)
-from raymeta.metalearn.sama import (
-    SamaResult,
-    check_optimizer_supported,
-    finite_difference_mixed_product,
-    meta_loss_gradients,
-    optimizer_adaptation,
-    sama_hypergradient,
-    set_grads,
-)
 from raymeta.metalearn.baselines import (
     cg_hypergradient,
     neumann_hypergradient,
     unrolled_hypergradient,
-)
-from raymeta.metalearn.reweighting import (
-    MetaWeightNet,
-    ReweightingProblem,
-    UnweightedProblem,
-    example_weights,
-    weight_auc,
-)
-from raymeta.metalearn.pruning import (
-    ExampleScores,
-    PruningProblem,
-    el2n_scores,
-    keep_mask,
-    loss_scores,
-    random_scores,
 )
 from raymeta.metalearn.heads import (
     HEADS,
@@ -77,6 +46,37 @@ from raymeta.metalearn.hetrom import (
     selection_quality,
     top_k,
     trimmed,
+)
+from raymeta.metalearn.problem import (
+    BilevelProblem,
+    check_batches,
+    functional_forward,
+    trainable_parameters,
+    validate_problem,
+)
+from raymeta.metalearn.pruning import (
+    ExampleScores,
+    PruningProblem,
+    el2n_scores,
+    keep_mask,
+    loss_scores,
+    random_scores,
+)
+from raymeta.metalearn.reweighting import (
+    MetaWeightNet,
+    ReweightingProblem,
+    UnweightedProblem,
+    example_weights,
+    weight_auc,
+)
+from raymeta.metalearn.sama import (
+    SamaResult,
+    check_optimizer_supported,
+    finite_difference_mixed_product,
+    meta_loss_gradients,
+    optimizer_adaptation,
+    sama_hypergradient,
+    set_grads,
 )
 
 __all__ = [

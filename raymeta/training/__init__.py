@@ -22,8 +22,13 @@ from raymeta.training.collectives import (
     broadcast_,
     tensor_checksum,
 )
-from raymeta.training.trainer import (
-    build_trainer,
+from raymeta.training.hetrom_loop import (
+    HeTRoMComponents,
+    build_hetrom_components,
+    fit_hetrom,
+    hetrom_summary,
+    hetrom_train_loop,
+    train_hetrom_in_process,
 )
 from raymeta.training.sama_loop import (
     fit_sama,
@@ -32,13 +37,8 @@ from raymeta.training.sama_loop import (
     summary_metrics,
     write_sama_results,
 )
-from raymeta.training.hetrom_loop import (
-    HeTRoMComponents,
-    build_hetrom_components,
-    fit_hetrom,
-    hetrom_summary,
-    hetrom_train_loop,
-    train_hetrom_in_process,
+from raymeta.training.trainer import (
+    build_trainer,
 )
 
 __all__ = [
