@@ -114,9 +114,9 @@ def _fit_missing(
     size = math.ceil(len(tasks) / num_workers)
     threads = max(1, int(num_cpus))
     refs = [
-        _remote_fit_batch.options(num_cpus=num_cpus).remote(
-            tasks[i : i + size], seeds[i : i + size], threads, restarts
-        )
+        _remote_fit_batch.options(
+            num_cpus=num_cpus, scheduling_strategy="SPREAD"
+        ).remote(tasks[i : i + size], seeds[i : i + size], threads, restarts)
         for i in range(0, len(tasks), size)
     ]
     return [TaskGPState.from_bytes(b) for batch in ray.get(refs) for b in batch]
