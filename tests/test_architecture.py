@@ -57,3 +57,14 @@ def test_results_package_does_not_import_algorithms() -> None:
             if n.startswith(("raymeta.gp", "raymeta.metalearn"))
         }
         assert not bad, f"{path} imports {sorted(bad)}"
+
+
+def test_importing_the_cores_does_not_load_ray() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, raymeta.gp, raymeta.metalearn, raymeta.tasks; print('ray' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
