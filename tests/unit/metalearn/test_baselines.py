@@ -13,15 +13,6 @@ from raymeta.metalearn.reweighting import MetaWeightNet, ReweightingProblem
 from tests.unit.metalearn.sama_fixtures import QuadMeta, QuadModel, quadratic, rel_err
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_unrolled_one_step_equals_lookahead_closed_form():
     lr = 0.05
     problem, lam = quadratic(dim=6, meta_dim=2, condition=10.0, seed=0)

@@ -9,15 +9,6 @@ from raymeta.errors import TrainingSetupError, UnknownTaskFamilyError
 from raymeta.metalearn.heads import LinearHead, ProtoNetHead, build_head, task_metric
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def separable_tasks(t: int = 3, ways: int = 3, shots: int = 4, d: int = 5):
     g = torch.Generator().manual_seed(0)
     centres = 3 * torch.randn(t, ways, 1, d, generator=g, dtype=torch.float64)

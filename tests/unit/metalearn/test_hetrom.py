@@ -31,15 +31,6 @@ from raymeta.metalearn.hetrom import (
 from raymeta.tasks.fewshot import EpisodeStream, GaussianClusterFamily
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def reference_selected(losses: np.ndarray, ids: np.ndarray, m: int, k: int) -> set:
     order = sorted(range(len(losses)), key=lambda i: (-losses[i], ids[i]))
     return {int(ids[i]) for i in order[m:k]}

@@ -16,15 +16,6 @@ from raymeta.metalearn.pruning import (
 from raymeta.metalearn.sama import sama_hypergradient
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_keep_mask_keeps_top_fraction_with_stable_ties():
     scores = torch.tensor([0.5, 0.9, 0.5, 0.1, 0.5])
     assert keep_mask(scores, keep_fraction=0.4).tolist() == [

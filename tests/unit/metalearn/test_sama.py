@@ -23,15 +23,6 @@ from tests.unit.metalearn.sama_fixtures import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids contention on the shared 2-core box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def mwn_setup(dtype=F64, seed=0, model=None, batch=16):
     gen = torch.Generator().manual_seed(seed)
     if model is None:

@@ -15,15 +15,6 @@ from raymeta.tasks.fewshot import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def centroid_accuracy(episode, dims: slice) -> float:
     """1-shot nearest-centroid accuracy using only some (unrotated) dimensions."""
     protos = episode.support_x[:, dims]

@@ -19,15 +19,6 @@ from raymeta.training.hetrom_loop import (
 CONFIGS = Path(__file__).resolve().parents[3] / "jobs" / "configs"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("name", ["hetrom_gaussian.toml", "hetrom_tiny.toml"])
 def test_shipped_configs_validate(name: str) -> None:
     cfg = load_config(CONFIGS / name)
