@@ -178,6 +178,10 @@ def run_family_tuning(
     """
     storage_path = os.path.abspath(storage_path)
     path = os.path.join(storage_path, experiment)
+    # Tune saves its experiment state at most every 10 s by default ("auto"); trials
+    # finished after the last save are run again on restore. Save after every step,
+    # so a stopped job loses at most the trials in flight (unless the user chose).
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     trainable = family_trainable(study.target, noise_seed=study.seed)
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)

@@ -465,12 +465,12 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         _maybe_fail(run, step)
     _check_ranks(run)
     checksums = _rank_checksums(run)
-    node_ranks = _node_ranks()
+    node_ids = _node_ids()
     if run.rank != 0:
         return None
     return {
         **_summary(run, checksums, time.perf_counter() - start),
-        "node_ranks": node_ranks,
+        "node_ids": node_ids,
     }
 
 
@@ -507,13 +507,17 @@ def _rank_checksums(run: _Run) -> list[int]:
     return [int(v) for v in gathered.reshape(-1).tolist()]
 
 
-def _node_ranks() -> list[int]:
-    """The node rank of every worker, gathered (shows where workers were placed)."""
-    import ray.train
+def _node_ids() -> list[str]:
+    """Every worker's Ray node id (first 15 hex digits), gathered in rank order.
 
-    local = ray.train.get_context().get_node_rank()
+    Shows where the workers were placed; node ranks cannot, since simulated nodes on
+    one machine share an IP address.
+    """
+    import ray
+
+    local = int(ray.get_runtime_context().get_node_id()[:15], 16)
     gathered = collectives.all_gather_flat(torch.tensor([local], dtype=torch.int64))
-    return [int(v) for v in gathered.reshape(-1).tolist()]
+    return [f"{int(v):015x}" for v in gathered.reshape(-1).tolist()]
 
 
 def _final_weights(run: _Run) -> torch.Tensor:

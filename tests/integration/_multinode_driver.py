@@ -48,7 +48,7 @@ def main(workdir: str) -> None:
             json.dumps(
                 {
                     "nodes": len(ray.nodes()),
-                    "train_nodes": sorted(set(summary["node_ranks"])),
+                    "train_nodes": sorted(set(summary["node_ids"])),
                     "fitted": len(states),
                     "meta_rows": store.read("meta_tasks").num_rows,
                     "weight_rows": store.read("data_weights").num_rows,
