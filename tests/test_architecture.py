@@ -63,7 +63,8 @@ def test_importing_the_cores_does_not_load_ray() -> None:
     import subprocess
     import sys
 
-    code = "import sys, raymeta.gp, raymeta.metalearn, raymeta.tasks; print('ray' in sys.modules)"
+    cores = "raymeta.gp, raymeta.metalearn, raymeta.tasks"
+    code = f"import sys, {cores}; print('ray' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
