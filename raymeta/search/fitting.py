@@ -9,6 +9,14 @@ table, so a task is never refitted across suggestions or runs.
 Fitter tasks ask for ``num_cpus_per_worker`` CPUs (default 0): fitters that hold
 whole CPUs can deadlock a Tune run on a small cluster (ray-notes.md section 3).
 
+**Fitter failures.** A fitter whose worker process dies (killed, OOM, lost node) is
+re-run up to ``max_retries`` times by Ray; the retry fits the same tasks with the
+same hash-derived seeds, so its states equal those of an undisturbed run. When the
+retries are used up, the tasks of that fitter are *excluded*: a WARNING names them
+and the result holds the other tasks' states only (the suggestion is then the one a
+run without those tasks gives). Errors raised by the fit itself (``FitError``) are
+not retried and propagate.
+
 Example:
     >>> states = fit_meta_tasks(tasks, seed=0, num_workers=2)  # doctest: +SKIP
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import math
 from collections.abc import Sequence
 
@@ -27,7 +36,11 @@ from raymeta.gp.fit import TaskGPState, fit_task_gp, seed_from_hash
 from raymeta.results.store import ResultStore
 from raymeta.tasks.data import TaskData, validate_meta_tasks
 
-__all__ = ["MetaFitCache", "fit_meta_tasks"]
+__all__ = ["DEFAULT_MAX_RETRIES", "MetaFitCache", "fit_meta_tasks"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RETRIES = 2
 
 
 class MetaFitCache:
@@ -60,7 +73,7 @@ def _fit_batch(
     ]
 
 
-_remote_fit_batch = ray.remote(max_retries=2)(_fit_batch)
+_remote_fit_batch = ray.remote(max_retries=DEFAULT_MAX_RETRIES)(_fit_batch)
 
 
 def _from_store(
@@ -107,19 +120,35 @@ def _fit_missing(
     num_workers: int,
     num_cpus: float,
     restarts: int,
+    max_retries: int,
 ) -> list[TaskGPState]:
+    """Fit ``tasks``; states of tasks whose fitter died for good are left out."""
     seeds = [seed_from_hash(t.content_hash(), seed) for t in tasks]
     if num_workers == 0:
         return [fit_task_gp(t, seed=s, restarts=restarts) for t, s in zip(tasks, seeds)]
     size = math.ceil(len(tasks) / num_workers)
     threads = max(1, int(num_cpus))
-    refs = [
-        _remote_fit_batch.options(
-            num_cpus=num_cpus, scheduling_strategy="SPREAD"
-        ).remote(tasks[i : i + size], seeds[i : i + size], threads, restarts)
-        for i in range(0, len(tasks), size)
-    ]
-    return [TaskGPState.from_bytes(b) for batch in ray.get(refs) for b in batch]
+    fitter = _remote_fit_batch.options(
+        num_cpus=num_cpus, scheduling_strategy="SPREAD", max_retries=max_retries
+    )
+    batches = [slice(i, i + size) for i in range(0, len(tasks), size)]
+    refs = [fitter.remote(tasks[b], seeds[b], threads, restarts) for b in batches]
+    states = []
+    for batch, ref in zip(batches, refs):
+        try:
+            states.extend(TaskGPState.from_bytes(b) for b in ray.get(ref))
+        except ray.exceptions.RayTaskError:
+            raise  # the fit itself failed (e.g. FitError): not a lost fitter
+        except ray.exceptions.RayError as err:
+            log.warning(
+                "meta-task fitter died %d time(s) (max_retries=%d, %s); excluding "
+                "meta-task(s) %s from this suggestion",
+                max_retries + 1,
+                max_retries,
+                type(err).__name__,
+                ", ".join(repr(t.task_id) for t in tasks[batch]),
+            )
+    return states
 
 
 def fit_meta_tasks(
@@ -132,6 +161,7 @@ def fit_meta_tasks(
     store: ResultStore | None = None,
     experiment: str = "meta-cache",
     restarts: int = 5,
+    max_retries: int = DEFAULT_MAX_RETRIES,
 ) -> list[TaskGPState]:
     """Fit (or fetch from cache) one GP per meta-task; states in input order.
 
@@ -145,10 +175,12 @@ def fit_meta_tasks(
         store: Results store; table ``meta_tasks`` is consulted and filled.
         experiment: The store partition of the cache rows.
         restarts: Prior-drawn restarts per fit (after the default start).
+        max_retries: Ray re-runs of a fitter whose worker died; when they are used
+            up, its tasks are excluded with a WARNING naming them.
 
     Returns:
-        One fitted state per task, in the order of ``tasks``; each carries the
-        requesting task's id.
+        One fitted state per task, in the order of ``tasks``, each carrying the
+        requesting task's id; tasks excluded after a lost fitter are left out.
 
     Raises:
         MetaDataError: Malformed tasks (see :func:`validate_meta_tasks`).
@@ -168,14 +200,21 @@ def fit_meta_tasks(
     if todo:
         order = sorted(todo)
         fitted = _fit_missing(
-            [todo[h] for h in order], seed, num_workers, num_cpus_per_worker, restarts
+            [todo[h] for h in order],
+            seed,
+            num_workers,
+            num_cpus_per_worker,
+            restarts,
+            max_retries,
         )
-        found.update(zip(order, fitted))
+        found.update((s.task_hash, s) for s in fitted)
         if store is not None:
             _to_store(store, experiment, fitted, seed)
     if cache is not None:
         for state in found.values():
             cache.put(state, seed)
     return [
-        dataclasses.replace(found[h], task_id=t.task_id) for h, t in zip(hashes, tasks)
+        dataclasses.replace(found[h], task_id=t.task_id)
+        for h, t in zip(hashes, tasks)
+        if h in found
     ]

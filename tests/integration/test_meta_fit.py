@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import logging
+import os
+import time
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -72,3 +77,66 @@ def test_mismatched_task_dimensions_are_rejected_before_fitting(ray_local):
     b = TaskData("three-d", torch.rand(4, 3, dtype=torch.float64), torch.zeros(4))
     with pytest.raises(MetaDataError, match="task 'three-d' has dimension 3"):
         fit_meta_tasks([a, b], seed=0, num_workers=2)
+
+
+def _crash_once_then_build(marker: str, task_id: str, X, y) -> TaskData:
+    """Unpickled in the fitter: the first time, kill the worker process mid-fit."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        time.sleep(0.5)  # the other fitters are running now
+        os._exit(1)
+    return TaskData(task_id, X, y)
+
+
+class _CrashOnceTask(TaskData):
+    """A meta-task whose fitter worker dies the first time it receives it."""
+
+    marker: str = ""
+
+    def __reduce__(self):
+        return (_crash_once_then_build, (self.marker, self.task_id, self.X, self.y))
+
+
+def _crashing_copy(task: TaskData, marker: Path) -> TaskData:
+    crashing = _CrashOnceTask(task.task_id, task.X, task.y)
+    object.__setattr__(crashing, "marker", str(marker))
+    return crashing
+
+
+FAST_FIT = {"restarts": 1, "maxiter": 30, "raw_samples": 32, "num_restarts": 2}
+
+
+@pytest.mark.slow
+def test_killed_fitter_is_retried_to_the_same_states(ray_local, tmp_path, caplog):
+    tasks = make_tasks()
+    clean = fit_meta_tasks(tasks, seed=0, num_workers=4, restarts=1)
+    marker = tmp_path / "crashed"
+    tasks[2] = _crashing_copy(tasks[2], marker)
+    caplog.set_level(logging.WARNING)
+    retried = fit_meta_tasks(tasks, seed=0, num_workers=4, restarts=1, max_retries=1)
+    assert marker.exists(), "the fitter of task-2 was never killed"
+    assert not [r for r in caplog.records if "excluding" in r.getMessage()]
+    assert [s.task_id for s in retried] == [t.task_id for t in tasks]
+    for a, b in zip(clean, retried):
+        for name in ("lengthscale", "outputscale", "noise"):
+            diff = (getattr(a, name) - getattr(b, name)).abs().max()
+            assert float(diff) <= 1e-8, (a.task_id, name, float(diff))
+
+
+@pytest.mark.slow
+def test_killed_fitter_without_retries_excludes_its_task(ray_local, tmp_path, caplog):
+    tasks = make_tasks()
+    marker = tmp_path / "crashed"
+    crashing = [*tasks[:2], _crashing_copy(tasks[2], marker), tasks[3]]
+    caplog.set_level(logging.WARNING, logger="raymeta.search.fitting")
+    states = fit_meta_tasks(crashing, seed=0, num_workers=4, restarts=1, max_retries=0)
+    assert marker.exists(), "the fitter of task-2 was never killed"
+    assert [s.task_id for s in states] == ["task-0", "task-1", "task-3"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("excluding meta-task(s) 'task-2'" in m for m in warnings), warnings
+    without = fit_meta_tasks(
+        [tasks[0], tasks[1], tasks[3]], seed=0, num_workers=4, restarts=1
+    )
+    with_exclusion = propose(states, None, dim=2, seed=3, **FAST_FIT)
+    started_without = propose(without, None, dim=2, seed=3, **FAST_FIT)
+    assert torch.equal(with_exclusion.x, started_without.x)
