@@ -10,8 +10,13 @@ Usage::
 ``reweight``: 40% symmetric label noise, 100-example clean meta set; plain training,
 plain on noisy + meta set, plain early-stopped on the meta set, clean meta set only,
 the oracle (only clean-labelled training points) and SAMA-MWN with an Adam base.
-``sensitivity``: SAMA-MWN over meta learning rates. ``prune``: SAMA keep scores vs
-random and EL2N at ``--keep`` (default 0.7, i.e. 30% pruned), retrained from scratch.
+``sensitivity``: SAMA-MWN over meta learning rates. ``prune``: the paper's SAMA
+pruning (λ = MLP over per-example CE and EMA-teacher CE, hard Gumbel-softmax keep
+weights with τ = 0.5, meta set = training set; deterministic keep scores averaged over
+the evaluations in the last quarter of ``--score-steps``) vs random and EL2N at
+``--keep`` (default 0.7, i.e. 30% pruned), each retrained from scratch for
+``--steps``. ``--prune-noise`` adds symmetric label noise to the training set (the
+rows then also report the fraction of noisy examples each method keeps).
 Every run is a ``TorchTrainer`` in local mode (``num_workers=0``, one process); the
 figures are printed and appended to the results store table ``benchmarks``.
 """
@@ -140,6 +145,7 @@ def prune_rows(tmp, seed, steps, keep, noise, score_steps, meta_lr):
         steps=score_steps,
         meta_lr=meta_lr,
         meta_batch_size=128,
+        eval_every=max(score_steps // 20, 1),  # 5 score checkpoints in the last 25%
     )
     data = load_dataset(cfg)
     ids = data.train_ids.numpy()
@@ -172,7 +178,18 @@ def prune_rows(tmp, seed, steps, keep, noise, score_steps, meta_lr):
     )
     for method, score in scores.items():
         path = Path(tmp) / f"keep-{method}-{seed}.npy"
-        np.save(path, ids[keep_mask(score, keep_fraction=keep).numpy()])
+        mask = keep_mask(score, keep_fraction=keep)
+        np.save(path, ids[mask.numpy()])
+        if noise > 0:
+            rows.append(
+                dict(
+                    family=family,
+                    method=f"{method}_pruned",
+                    seed=seed,
+                    metric="noisy_fraction_kept",
+                    value=float(data.is_noisy[mask].double().mean()),
+                )
+            )
         _, _, fig = run(
             tmp, f"retrain-{method}", steps=steps, keep_ids_path=str(path), **common
         )
@@ -217,7 +234,7 @@ def main():
     parser.add_argument("--keep", type=float, default=0.7)
     parser.add_argument("--prune-noise", type=float, default=0.0)
     parser.add_argument("--score-steps", type=int, default=1000)
-    parser.add_argument("--prune-meta-lr", type=float, default=0.1)
+    parser.add_argument("--prune-meta-lr", type=float, default=1e-3)
     parser.add_argument("--results", default=None, help="results-store root")
     args = parser.parse_args()
     torch.set_num_threads(1)

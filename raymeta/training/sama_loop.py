@@ -24,10 +24,18 @@ failure, or a rerun with the same run name) and reports ``attempt`` and
 history, final accuracies, learned per-example weights, parameter vectors and
 per-rank checksums. Store writes happen in the job layer from that summary.
 
-Test hooks in the config dict (not in the job config): ``fail_once_at_step``,
-``fail_rank`` and ``fail_marker`` make one rank exit once after that step's
-report; ``debug_dir`` makes every rank dump the inputs and output of its first meta
-step there.
+Test hooks in the config dict (not in the job config): ``fail_rank`` exits once
+after the report of each step in ``fail_at_steps`` (a list) or of
+``fail_once_at_step``, remembering the failures done in the file ``fail_marker``;
+``debug_dir`` makes every rank dump the inputs and output of its first meta step
+there.
+
+Pruning (``application="prune"``): λ is :class:`~raymeta.metalearn.pruning.PruningNet`
+with hard Gumbel keep weights; an EMA teacher of θ is updated after every base step
+and checkpointed with the run; the Gumbel noise is re-seeded from (seed, rank, step)
+before each base step, so the step's meta step sees the same noise. Deterministic
+keep scores are averaged over :func:`pruning_score_steps` and returned as the
+summary's ``weights``.
 """
 
 from __future__ import annotations
@@ -42,13 +50,19 @@ import numpy as np
 import torch
 
 from raymeta.config import SamaJobConfig
-from raymeta.errors import TrainingSetupError
+from raymeta.errors import TrainingFailedError, TrainingSetupError
 from raymeta.metalearn.problem import (
     BilevelProblem,
     trainable_parameters,
     validate_problem,
 )
-from raymeta.metalearn.pruning import ExampleScores, PruningProblem
+from raymeta.metalearn.pruning import (
+    PruningNet,
+    PruningProblem,
+    ema_update_,
+    make_teacher,
+    pruning_scores,
+)
 from raymeta.metalearn.reweighting import (
     MetaWeightNet,
     ReweightingProblem,
@@ -70,14 +84,25 @@ __all__ = [
     "derive_seed",
     "fit_sama",
     "load_dataset",
+    "newest_checkpoint",
     "preflight",
+    "pruning_score_steps",
+    "state_dict_checksum",
     "sama_train_loop",
     "summary_metrics",
     "training_arrays",
     "write_sama_results",
 ]
 
-_HOOK_KEYS = ("fail_once_at_step", "fail_rank", "fail_marker", "debug_dir", "run_id")
+_HOOK_KEYS = (
+    "fail_once_at_step",
+    "fail_at_steps",
+    "fail_rank",
+    "fail_marker",
+    "debug_dir",
+    "run_id",
+)
+SCORE_WINDOW = 0.25  # pruning scores are averaged over evaluations in this tail
 
 
 # ----------------------------------------------------------------------------- setup
@@ -181,11 +206,12 @@ def _make_optimizer(cfg: SamaJobConfig, params: Any) -> torch.optim.Optimizer:
 
 
 def _make_meta(
-    cfg: SamaJobConfig, num_ids: int, dtype: torch.dtype
+    cfg: SamaJobConfig, model: torch.nn.Module, dtype: torch.dtype
 ) -> tuple[BilevelProblem, torch.nn.Module]:
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 1))
     if cfg.application == "prune":
-        return PruningProblem(), ExampleScores(num_ids, dtype=dtype)
+        net = PruningNet(cfg.meta_hidden, generator=gen, dtype=dtype)
+        return PruningProblem(make_teacher(model)), net
     mwn = MetaWeightNet(cfg.meta_hidden, generator=gen, dtype=dtype)
     if cfg.application == "plain":
         return UnweightedProblem(), mwn
@@ -228,16 +254,18 @@ def _build_run(
     sizes = [data.x_train.shape[1], *cfg.hidden, data.num_classes]
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 0))
     model = build_mlp(sizes, generator=gen, dtype=dtype).to(device)
-    num_ids = data.x_train.shape[0] + data.x_meta.shape[0]
-    problem, meta = _make_meta(cfg, num_ids, dtype)
+    problem, meta = _make_meta(cfg, model, dtype)
     meta = meta.to(device)
+    modules = {"base": model, "meta": meta}
+    if isinstance(problem, PruningProblem):
+        modules["teacher"] = problem.teacher
     opt = _make_optimizer(cfg, model.parameters())
     if cfg.application != "plain":
         check_optimizer_supported(opt)
     meta_opt = torch.optim.Adam(meta.parameters(), lr=cfg.meta_lr)
     net = wrap(model)
     state = TrainingState(
-        modules={"base": model, "meta": meta},
+        modules=modules,
         optimizers={"base": opt, "meta": meta_opt},
         generators={
             "base_batches": torch.Generator().manual_seed(
@@ -315,7 +343,10 @@ def _meta_arrays(run: _Run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return run.data.x_meta, run.data.y_meta, ids
 
 
-def _base_step(run: _Run, batch: tuple[torch.Tensor, ...]) -> float:
+def _base_step(run: _Run, batch: tuple[torch.Tensor, ...], step: int) -> float:
+    pruning = isinstance(run.problem, PruningProblem)
+    if pruning:  # fresh Gumbel noise per (seed, rank, step), shared by the meta step
+        run.problem.noise_seed = derive_seed(run.cfg.seed, 4, run.rank, step)
     run.meta.requires_grad_(False)
     try:
         loss = run.problem.base_loss(run.net, run.meta, batch)
@@ -324,6 +355,8 @@ def _base_step(run: _Run, batch: tuple[torch.Tensor, ...]) -> float:
     finally:
         run.meta.requires_grad_(True)
     run.opt.step()
+    if pruning:
+        ema_update_(run.problem.teacher, run.model)
     return float(loss.detach())
 
 
@@ -399,15 +432,42 @@ def _check_ranks(run: _Run) -> None:
 
 
 def _maybe_fail(run: _Run, step: int) -> None:
+    """Test hook: exit ``fail_rank`` once at each of its fail steps (marker file)."""
     hooks = run.hooks
-    if hooks.get("fail_once_at_step") != step or hooks.get("fail_rank") != run.rank:
+    steps = list(hooks.get("fail_at_steps", ()))
+    if "fail_once_at_step" in hooks:
+        steps.append(hooks["fail_once_at_step"])
+    if step not in steps or hooks.get("fail_rank") != run.rank:
         return
     marker = Path(hooks["fail_marker"])
-    if marker.exists():
+    line = f"rank {run.rank} exited at step {step}"
+    if marker.exists() and line in marker.read_text().splitlines():
         return
-    marker.write_text(f"rank {run.rank} exited at step {step}\n")
+    with marker.open("a") as f:
+        f.write(line + "\n")
     time.sleep(1.0)  # let the controller register the checkpoint just reported
     os._exit(1)
+
+
+def pruning_score_steps(cfg: SamaJobConfig) -> list[int]:
+    """Steps whose deterministic pruning scores are averaged into the final scores.
+
+    The evaluation steps (multiples of ``eval_every``) in the last
+    ``SCORE_WINDOW`` of training, and always the final step.
+    """
+    start = cfg.steps * (1.0 - SCORE_WINDOW)
+    steps = range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)
+    return sorted({s for s in steps if s > start} | {cfg.steps})
+
+
+def _accumulate_scores(run: _Run) -> None:
+    """Add the current deterministic keep scores ``(N,)`` to the running average."""
+    x, y = run.data.x_train.to(run.device), run.data.y_train.to(run.device)
+    scores = pruning_scores(run.model, run.problem.teacher, run.meta, x, y)
+    extra = run.state.extra
+    total = extra.get("score_sum", torch.zeros(x.shape[0], dtype=torch.float64))
+    extra["score_sum"] = total + scores.double().cpu()
+    extra["score_count"] = extra.get("score_count", 0) + 1
 
 
 # ----------------------------------------------------------------------------- loop
@@ -439,13 +499,14 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         _validate(run)
     collectives.COUNTER.reset()
     start = time.perf_counter()
+    score_steps = set(pruning_score_steps(cfg)) if cfg.application == "prune" else ()
     metrics: dict[str, Any] = {}
     while state.step < cfg.steps:
         step = state.step + 1
         batch = _sample(
             base_arrays, cfg.batch_size, gens["base_batches"], shard, run.device
         )
-        metrics = {"base_loss": _base_step(run, batch)}
+        metrics = {"base_loss": _base_step(run, batch, step)}
         if cfg.application != "plain" and step % cfg.unroll_steps == 0:
             meta_batch = _sample(
                 meta_arrays,
@@ -461,6 +522,8 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         state.cursor = {"samples_seen": step * cfg.batch_size}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics.update(_evaluate(run))
+        if step in score_steps:
+            _accumulate_scores(run)
         _record_and_report(run, step, metrics, start)
         _maybe_fail(run, step)
     _check_ranks(run)
@@ -494,9 +557,25 @@ def _record_and_report(
     run.history.append(row)
     state.extra["history"] = run.history
     if checkpoint_now:
+        state.extra["state_checksum"] = {"step": step, "value": _state_checksum(run)}
         report_checkpoint(row, state, rank=run.rank)
     else:
         report_metrics(row)
+
+
+def _state_checksum(run: _Run) -> int:
+    """Checksum of every module's state dict (what a checkpoint must restore)."""
+    return state_dict_checksum(run.state.modules)
+
+
+def state_dict_checksum(modules: dict[str, torch.nn.Module]) -> int:
+    """63-bit checksum of the state dicts of ``modules`` (by name, then key)."""
+    tensors = [
+        t
+        for name in sorted(modules)
+        for _, t in sorted(modules[name].state_dict().items())
+    ]
+    return collectives.tensor_checksum(tensors)
 
 
 def _rank_checksums(run: _Run) -> list[int]:
@@ -523,7 +602,8 @@ def _node_ids() -> list[str]:
 def _final_weights(run: _Run) -> torch.Tensor:
     x, y = run.data.x_train.to(run.device), run.data.y_train.to(run.device)
     if run.cfg.application == "prune":
-        return run.meta.logits.detach()[: x.shape[0]].cpu()
+        extra = run.state.extra
+        return (extra["score_sum"] / extra["score_count"]).float()
     return example_weights(run.model, run.meta, x, y).cpu()
 
 
@@ -583,15 +663,22 @@ def fit_sama(
         cfg: The validated job config.
         run_name: Ray run name (default ``cfg.run_name``).
         hooks: Optional test hooks (see the module docstring).
+
+    Raises:
+        TrainingFailedError: Workers failed more often than ``cfg.max_failures``
+            allows; the message names the newest checkpoint to resume from.
     """
+    import ray.train
+
     from raymeta.training.trainer import build_trainer
 
+    run_name = run_name or cfg.run_name
     preflight(cfg)
     loop_config = {**dataclasses.asdict(cfg), **(hooks or {})}
     trainer = build_trainer(
         sama_train_loop,
         loop_config,
-        run_name=run_name or cfg.run_name,
+        run_name=run_name,
         storage_path=cfg.storage_path,
         num_workers=cfg.num_workers,
         use_gpu=cfg.use_gpu,
@@ -599,7 +686,34 @@ def fit_sama(
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
     )
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise _training_failed(err, cfg, run_name) from err
+
+
+def newest_checkpoint(storage_path: str, run_name: str) -> Path | None:
+    """The latest ``checkpoint_step*`` directory of a run on local storage, if any."""
+    found = sorted((Path(storage_path) / run_name).glob("checkpoint_step*"))
+    return found[-1] if found else None
+
+
+def _training_failed(
+    err: Exception, cfg: SamaJobConfig, run_name: str
+) -> TrainingFailedError:
+    cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    newest = newest_checkpoint(cfg.storage_path, run_name)
+    where = (
+        f"the newest checkpoint is {newest}"
+        if newest is not None
+        else f"no checkpoint was written under {Path(cfg.storage_path) / run_name}"
+    )
+    return TrainingFailedError(
+        f"SAMA run {run_name!r} failed after using up max_failures="
+        f"{cfg.max_failures} ({type(err).__name__}: {cause}); restore path: {where}. "
+        "Fix the cause, then rerun with the same run_name and storage_path to resume "
+        "from it (or raise max_failures)."
+    )
 
 
 def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:

@@ -8,10 +8,15 @@ import torch
 from raymeta.config import parse_config
 from raymeta.errors import ConfigError, TrainingSetupError
 from raymeta.training.sama_loop import (
+    _base_step,
+    _build_run,
     build_mlp,
     derive_seed,
     load_dataset,
+    newest_checkpoint,
     preflight,
+    pruning_score_steps,
+    state_dict_checksum,
     training_arrays,
 )
 
@@ -61,7 +66,7 @@ def test_preflight_rejects_a_meta_module_that_cannot_reach_the_loss(monkeypatch)
     import raymeta.training.sama_loop as loop
     from raymeta.metalearn.reweighting import MetaWeightNet, UnweightedProblem
 
-    def broken(cfg, num_ids, dtype):
+    def broken(cfg, model, dtype):
         return UnweightedProblem(), MetaWeightNet(4, dtype=dtype)
 
     monkeypatch.setattr(loop, "_make_meta", broken)
@@ -77,3 +82,49 @@ def test_preflight_rejects_an_optimizer_without_adaptation(monkeypatch):
     )
     with pytest.raises(TrainingSetupError, match="no optimizer adaptation for RMSprop"):
         preflight(dataclasses.replace(parse_config(TINY)))
+
+
+PRUNE = {**TINY, "application": "prune", "meta_hidden": 4}
+
+
+def test_pruning_scores_are_averaged_over_the_last_evaluations():
+    cfg = parse_config({**PRUNE, "steps": 1000, "eval_every": 50})
+    assert pruning_score_steps(cfg) == [800, 850, 900, 950, 1000]
+    cfg = parse_config({**PRUNE, "steps": 10, "eval_every": 4})
+    assert pruning_score_steps(cfg) == [8, 10]  # the final step always counts
+    cfg = parse_config({**PRUNE, "steps": 10, "eval_every": 20})
+    assert pruning_score_steps(cfg) == [10]
+
+
+def test_prune_run_checkpoints_the_teacher_and_updates_it_after_base_steps():
+    preflight(parse_config(PRUNE))
+    run = _build_run(
+        parse_config(PRUNE),
+        {},
+        rank=0,
+        world=1,
+        device=torch.device("cpu"),
+        wrap=lambda m: m,
+    )
+    teacher = run.state.modules["teacher"]
+    assert teacher is run.problem.teacher
+    before = [p.clone() for p in teacher.parameters()]
+    batch = tuple(a[:8] for a in run.pool)
+    _base_step(run, batch, step=1)
+    seed_1 = run.problem.noise_seed
+    _base_step(run, batch, step=2)
+    assert run.problem.noise_seed != seed_1  # fresh Gumbel noise every step
+    moved = [not torch.equal(a, b) for a, b in zip(before, teacher.parameters())]
+    assert all(moved)
+    checksum = state_dict_checksum(run.state.modules)
+    assert checksum == state_dict_checksum(dict(run.state.modules))
+    with torch.no_grad():
+        next(run.meta.parameters()).add_(1e-12)
+    assert state_dict_checksum(run.state.modules) != checksum
+
+
+def test_newest_checkpoint_picks_the_highest_step(tmp_path):
+    assert newest_checkpoint(str(tmp_path), "run") is None
+    for step in (9, 40, 20):
+        (tmp_path / "run" / f"checkpoint_step{step:09d}").mkdir(parents=True)
+    assert newest_checkpoint(str(tmp_path), "run").name == "checkpoint_step000000040"
