@@ -105,3 +105,10 @@ class SearcherSetupError(RaymetaError, ValueError):
 
 class ClusterUnreachableError(RaymetaError, ConnectionError):
     """The Ray cluster named by RAY_ADDRESS does not answer."""
+
+
+class TrainingFailedError(RaymetaError, RuntimeError):
+    """A distributed training run failed after using up its failure budget.
+
+    The message names the newest checkpoint (the restore path) and how to resume.
+    """
