@@ -43,7 +43,7 @@ from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from raymeta.errors import FitError, MetaDataError
 from raymeta.gp.kernel import cholesky_jitter, scaled_rbf
-from raymeta.gp.mll import MapObjective, box_bounds, minimise
+from raymeta.gp.mll import MapObjective, box_bounds, minimise_starts
 from raymeta.gp.priors import KERNEL_BOUNDS, META_PRIORS, NOISE_BOUNDS, draw_in_bounds
 from raymeta.tasks.data import TaskData
 
@@ -276,11 +276,13 @@ def _fit_fast(
         torch.zeros(0, n, n, dtype=torch.float64),
         META_PRIORS,
     )
+    starts = [
+        np.log(np.concatenate([ls, [os_, noise]]))
+        for ls, os_, noise in _restart_starts(d, restarts, seed)
+    ]
     best = None
-    for ls, os_, noise in _restart_starts(d, restarts, seed):
-        x0 = np.log(np.concatenate([ls, [os_, noise]]))
-        x, value = minimise(obj, x0, box_bounds(d, 0), maxiter)
-        if np.isfinite(value) and value < 1e9 and (best is None or -value > best[0]):
+    for x, value in minimise_starts(obj, starts, box_bounds(d, 0), maxiter):
+        if np.isfinite(value) and (best is None or -value > best[0]):
             best = (
                 -value,
                 {

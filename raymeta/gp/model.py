@@ -30,7 +30,7 @@ from gpytorch.distributions import MultivariateNormal
 
 from raymeta.gp.kernel import cholesky_jitter, scaled_rbf
 from raymeta.gp.meta import MetaStack
-from raymeta.gp.mll import MapObjective, box_bounds, minimise
+from raymeta.gp.mll import MapObjective, box_bounds, minimise_starts
 from raymeta.gp.priors import (
     KERNEL_BOUNDS,
     NOISE_BOUNDS,
@@ -329,12 +329,12 @@ def fit_target(
     means, covs = meta.posterior(X)
     z = (y - (y_bar if m == 0 else 0.0)) / scale
     obj = MapObjective(X, z, means / scale, covs / scale**2, TARGET_PRIORS)
-    bounds, best = box_bounds(d, m), None
-    for x0 in _starts(base, restarts, seed):
-        x, value = minimise(obj, x0, bounds, maxiter)
-        if math.isfinite(value) and value < 1e9 and (best is None or value < best[1]):
-            best = (x, value)
-    if best is None:
+    fits = minimise_starts(
+        obj, _starts(base, restarts, seed), box_bounds(d, m), maxiter
+    )
+    finite = [(x, v) for x, v in fits if math.isfinite(v)]
+    if not finite:
         raise torch.linalg.LinAlgError("every target fit start failed")
+    best = min(finite, key=lambda fit: fit[1])
     x, value = best
     return TargetHypers(x[:d].exp(), x[d].exp(), x[d + 1].exp(), x[d + 2 :], value)

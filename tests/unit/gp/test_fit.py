@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from gpytorch.mlls import ExactMarginalLogLikelihood
@@ -118,3 +119,31 @@ def test_fast_and_botorch_optimizers_reach_the_same_map_value(task):
     assert fast.mll == pytest.approx(slow.mll, abs=1e-4)
     with pytest.raises(MetaDataError, match="optimizer must be 'lbfgs' or 'botorch'"):
         fit_task_gp(task, seed=0, optimizer="adam")
+
+
+def test_batched_starts_are_independent_lbfgs_runs(task):
+    """Each start of the batched fit ends where a lone scipy L-BFGS-B run ends."""
+    from scipy.optimize import minimize
+
+    from raymeta.gp.mll import MapObjective, box_bounds, minimise_starts
+    from raymeta.gp.priors import META_PRIORS
+
+    z = (task.y - task.y.mean()) / task.y.std()
+    empty = torch.zeros(0, task.n, dtype=torch.float64)
+    obj = MapObjective(
+        task.X, z, empty, empty[:, :, None] * empty[:, None, :], META_PRIORS
+    )
+    starts = [np.log([0.3, 0.8, 2.0, 1e-3]), np.log([2.0, 0.1, 0.5, 1e-2])]
+    batched = minimise_starts(obj, starts, box_bounds(2, 0), maxiter=200)
+
+    def fun(x):
+        value, grad = obj.value_and_grad(torch.from_numpy(x))
+        return value, grad.numpy()
+
+    for (x, value), x0 in zip(batched, starts):
+        alone = minimize(
+            fun, x0, jac=True, method="L-BFGS-B", bounds=box_bounds(2, 0),
+            options={"maxiter": 200},
+        )  # fmt: skip
+        assert value == pytest.approx(alone.fun, abs=1e-6)
+        assert np.allclose(x.numpy(), alone.x, atol=1e-4)
