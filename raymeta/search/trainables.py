@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 from ray import tune
 
-from raymeta.tasks.bo import BenchmarkTask, Study, TaskFamily
+from raymeta.tasks.bo import (
+    BenchmarkTask,
+    Study,
+    TaskFamily,
+    digits_table,
+    install_digits_tables,
+)
 
 __all__ = ["family_space", "family_trainable", "record_meta_tasks", "unit_point"]
 
@@ -66,7 +72,7 @@ def family_trainable(
     tables = _tabulated(task)
 
     def trainable(config: dict[str, Any]) -> None:
-        _install_tables(tables)
+        install_digits_tables(tables)
         x = unit_point(task.family, config)[None]
         digest = hashlib.sha256(x.tobytes()).digest()
         rng = np.random.default_rng([noise_seed, int.from_bytes(digest[:8], "big")])
@@ -76,22 +82,13 @@ def family_trainable(
 
 
 def _tabulated(task: BenchmarkTask) -> dict:
-    # Tabulated families (digits_svm) compute their grid on first use, ~5-40 s of
+    # Tabulated families (digits_svm) compute their grid on first use, ~3-40 s of
     # SVM fits; ship the driver's copy with the trainable instead of refitting it in
-    # every trial actor. (raymeta.tasks.bo keeps the grids in a private cache.)
+    # every trial actor.
     if not task.family.choices:
         return {}
-    from raymeta.tasks import bo
-
     pair = tuple(task.params["choice"])
-    return {pair: bo._digits_grid(pair)}
-
-
-def _install_tables(tables: dict) -> None:
-    if tables:
-        from raymeta.tasks import bo
-
-        bo._GRID_CACHE.update(tables)
+    return {pair: digits_table(pair)}
 
 
 def record_meta_tasks(

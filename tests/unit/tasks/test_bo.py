@@ -83,6 +83,8 @@ def test_digits_svm_grid_matches_a_direct_cross_validation():
     data = load_digits()
     mask = np.isin(data.target, (3, 8))
     X, y = data.data[mask] / 16.0, (data.target[mask] == 8).astype(int)
+    flipped = np.random.default_rng([3, 8]).random(y.size) < 0.1
+    y = np.where(flipped, 1 - y, y)
     acc = cross_val_score(
         SVC(C=1e4, gamma=1e-5),
         X,
@@ -115,3 +117,12 @@ def test_digits_study_uses_distinct_pairs(monkeypatch):
     assert len(ids) == 8 and study.target.params["choice"] in fam.choices
     with pytest.raises(MetaDataError, match="at most 44 meta-tasks"):
         draw_study(fam, seed=0, num_meta=45, n_meta=2)
+
+
+def test_installed_digits_tables_are_used_and_bad_shapes_rejected(monkeypatch):
+    table = np.full((bo._DIGITS_GRID,) * 2, 0.25)
+    monkeypatch.setattr(bo, "_GRID_CACHE", {})
+    bo.install_digits_tables({(2, 5): table})
+    assert FAMILIES["digits_svm"].task({"choice": (2, 5)}).optimum() == 0.25
+    with pytest.raises(MetaDataError, match=r"pair \(2, 6\): expected shape"):
+        bo.install_digits_tables({(2, 6): np.zeros((3, 3))})
