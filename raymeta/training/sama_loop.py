@@ -701,7 +701,9 @@ def newest_checkpoint(storage_path: str, run_name: str) -> Path | None:
 def _training_failed(
     err: Exception, cfg: SamaJobConfig, run_name: str
 ) -> TrainingFailedError:
-    cause = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    cause = " ".join(str(err).split())  # Ray's message spans lines; keep its start
+    if len(cause) > 300:
+        cause = cause[:297] + "..."
     newest = newest_checkpoint(cfg.storage_path, run_name)
     where = (
         f"the newest checkpoint is {newest}"

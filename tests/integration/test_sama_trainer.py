@@ -1,8 +1,10 @@
 """SAMA on a 2-worker TorchTrainer: DDP equivalence, collectives, fault tolerance.
 
-Both tests share one uninterrupted reference run (module fixture) to keep the tier
-fast: a 60-step fp64 run of a linear classifier with a meta-weight-net on noisy
-blobs, 2 gloo workers, a meta step every 2 steps, checkpoints every 10 steps.
+The first two tests share one uninterrupted reference run (module fixture) to keep
+the tier fast: a 60-step fp64 run of a linear classifier with a meta-weight-net on
+noisy blobs, 2 gloo workers, a meta step every 2 steps, checkpoints every 10 steps.
+The failure-budget test (C2 in users-and-reliability.md) runs the same setup with two
+worker failures and ``max_failures=1``.
 """
 
 from __future__ import annotations
@@ -12,9 +14,18 @@ import time
 import pytest
 import torch
 
+from raymeta.errors import TrainingFailedError
 from raymeta.metalearn.reweighting import MetaWeightNet, ReweightingProblem
 from raymeta.metalearn.sama import sama_hypergradient
-from raymeta.training.sama_loop import build_mlp, sama_train_loop
+from raymeta.training.checkpointing import load_checkpoint
+from raymeta.training.sama_loop import (
+    _build_run,
+    build_mlp,
+    fit_sama,
+    newest_checkpoint,
+    sama_train_loop,
+    state_dict_checksum,
+)
 from raymeta.training.trainer import build_trainer
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -134,6 +145,45 @@ def test_worker_failure_resumes_from_checkpoint_and_matches_reference(
         assert row["attempt"] == 2 and row["restored_from_step"] == 30
         assert abs(row["meta_loss"] - ref_after[step]["meta_loss"]) < 1e-6
     print(f"fit with one worker failure took {elapsed:.1f} s")
+
+
+def test_failure_budget_exhausted_raises_naming_the_restore_path(ray_local, tmp_path):
+    from raymeta.config import parse_config
+
+    cfg = parse_config(
+        {
+            **CONFIG,
+            "storage_path": str(tmp_path / "runs"),
+            "num_workers": 2,
+            "max_failures": 1,
+            "timeout_minutes": 2,
+        }
+    )
+    marker = tmp_path / "failures"
+    hooks = dict(fail_at_steps=[20, 40], fail_rank=1, fail_marker=str(marker))
+    with pytest.raises(TrainingFailedError, match="restore path") as err:
+        fit_sama(cfg, run_name="budget", hooks=hooks)
+    raised_at = time.time()
+    # both failures really happened, and fit() returned soon after the second
+    assert marker.read_text().splitlines() == [
+        "rank 1 exited at step 20",
+        "rank 1 exited at step 40",
+    ]
+    assert raised_at - marker.stat().st_mtime < 120
+    print(f"raised {raised_at - marker.stat().st_mtime:.1f} s after the 2nd failure")
+    newest = newest_checkpoint(cfg.storage_path, "budget")
+    assert newest is not None and newest.name == "checkpoint_step000000040"
+    assert str(newest) in str(err.value) and "max_failures=1" in str(err.value)
+
+    run = _build_run(
+        cfg, {}, rank=0, world=1, device=torch.device("cpu"), wrap=lambda m: m
+    )
+    fresh = state_dict_checksum(run.state.modules)
+    assert load_checkpoint(run.state, newest, rank=0) == 40
+    saved = run.state.extra["state_checksum"]
+    assert saved["step"] == 40
+    assert state_dict_checksum(run.state.modules) == saved["value"] != fresh
+    assert run.state.attempt == 3  # the checkpoint was written by attempt 2
 
 
 def test_rerun_with_same_name_resumes_and_results_reach_the_store(ray_local, tmp_path):
