@@ -20,11 +20,15 @@ Behaviour under Tune:
   ``add_evaluated_point``). *Restore* = finishing the same experiment after a crash
   (``Tuner.restore``): :meth:`save` writes an explicit, versioned state dict (metric,
   mode, space, observations, failed points, pending trials, remaining
-  points_to_evaluate, meta-tasks and their fitted GP states, fitted target
-  hyperparameters, seed and suggestion counter), so a blank ``ScaMLGPSearch()``
-  restores without ``set_search_properties`` and continues bit-identically. The RNG
-  "state" is the suggestion counter: every suggestion uses a seed derived from
-  ``(seed, counter)``, never a global RNG.
+  points_to_evaluate, fitted target hyperparameters, seed and suggestion counter),
+  so a blank ``ScaMLGPSearch()`` restores without ``set_search_properties`` and
+  continues bit-identically. The RNG "state" is the suggestion counter: every
+  suggestion uses a seed derived from ``(seed, counter)``, never a global RNG.
+  The meta-tasks and their fitted GP states (megabytes for large meta-data) are not
+  in the checkpoint: it references them by content digest, and they are written once
+  per content to ``scamlgp-meta-<digest>.pkl`` beside it (Tune syncs and restores
+  ``*.pkl`` files of the experiment directory), so the checkpoint Tune rewrites
+  at every step stays small whatever the meta-data size.
 - **Failures.** ``on_trial_complete`` with ``error=True``, a missing/non-numeric
   metric or a NaN/inf value never raises and never enters the GP: the point is kept as
   *failed* and passed to the model as ``avoid`` (never re-proposed). A trial removed
@@ -57,8 +61,10 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
+import os
 import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -81,7 +87,9 @@ __all__ = ["STATE_VERSION", "ScaMLGPSearch"]
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: meta-data referenced by digest in save(); 1: embedded
+_READABLE_VERSIONS = (1, 2)
+_META_FILE = "scamlgp-meta-{digest}.pkl"
 _SAME_POINT = 1e-9
 
 
@@ -296,8 +304,10 @@ class ScaMLGPSearch(Searcher):
 
     # ------------------------------------------------------------ persistence
     def get_state(self) -> dict[str, Any]:
-        """Explicit, versioned state dict (see the module docstring)."""
-        states = self._meta_states
+        """Explicit, versioned state dict, meta-data included (module docstring)."""
+        return {**self._core_state(), **self._meta_state()}
+
+    def _core_state(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
             "metric": self._metric,
@@ -312,9 +322,14 @@ class ScaMLGPSearch(Searcher):
             "failed": [x.copy() for x in self._failed],
             "pending": {k: v.copy() for k, v in self._pending.items()},
             "points_to_evaluate": [dict(p) for p in self._points],
+            "target_state": self._target_state,
+        }
+
+    def _meta_state(self) -> dict[str, Any]:
+        states = self._meta_states
+        return {
             "meta_tasks": _tasks_to_arrays(self._meta_tasks),
             "meta_states": None if states is None else [s.to_bytes() for s in states],
-            "target_state": self._target_state,
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -323,11 +338,14 @@ class ScaMLGPSearch(Searcher):
         Raises:
             SearcherSetupError: The state has an unknown version.
         """
-        if not isinstance(state, Mapping) or state.get("version") != STATE_VERSION:
+        if not isinstance(state, Mapping) or state.get("version") not in (
+            _READABLE_VERSIONS
+        ):
             got = state.get("version") if isinstance(state, Mapping) else type(state)
             raise SearcherSetupError(
                 f"cannot restore ScaMLGPSearch state version {got!r}; this raymeta "
-                f"reads version {STATE_VERSION}; re-run with the raymeta that wrote it"
+                f"reads versions {_READABLE_VERSIONS}; re-run with the raymeta that "
+                "wrote it"
             )
         from raymeta.gp.fit import TaskGPState
 
@@ -349,14 +367,57 @@ class ScaMLGPSearch(Searcher):
         self._target_state = state["target_state"]
 
     def save(self, checkpoint_path: str) -> None:
-        """Write :meth:`get_state` to ``checkpoint_path`` (pickle of plain data)."""
+        """Write the state to ``checkpoint_path`` (pickle of plain data).
+
+        Meta-tasks and their fitted states go to ``scamlgp-meta-<digest>.pkl`` in
+        the same directory, written once per content; the checkpoint holds the
+        file name only, so its size does not grow with the meta-data.
+        """
+        state = self._core_state()
+        if self._meta_is_empty():
+            state.update(self._meta_state())
+        else:
+            state["meta_ref"] = self._write_meta(os.path.dirname(checkpoint_path))
         with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
+            pickle.dump(state, f)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Load a state written by :meth:`save` (no set_search_properties needed)."""
+        """Load a state written by :meth:`save` (no set_search_properties needed).
+
+        Raises:
+            SearcherSetupError: Unknown state version, or the meta-data file the
+                checkpoint references is missing from its directory.
+        """
         with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
+            state = pickle.load(f)
+        if isinstance(state, Mapping) and "meta_ref" in state:
+            state = {**state, **_read_meta(checkpoint_path, state["meta_ref"])}
+        self.set_state(state)
+
+    def _meta_is_empty(self) -> bool:
+        return not self._meta_tasks and not self._meta_states
+
+    def _write_meta(self, directory: str) -> str:
+        """Write the meta payload once per content and directory; its file name."""
+        cached = getattr(self, "_meta_file_cache", None)
+        if (
+            cached is not None
+            and cached[0] is self._meta_tasks
+            and cached[1] is self._meta_states
+            and cached[2] == directory
+            and os.path.exists(os.path.join(directory, cached[3]))
+        ):
+            return cached[3]
+        payload = pickle.dumps(self._meta_state())
+        name = _META_FILE.format(digest=hashlib.sha256(payload).hexdigest()[:32])
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                f.write(payload)
+            os.replace(tmp, path)
+        self._meta_file_cache = (self._meta_tasks, self._meta_states, directory, name)
+        return name
 
     # --------------------------------------------------------------- queries
     @property
@@ -581,6 +642,18 @@ def _all_tasks(values: Sequence[Any]) -> bool:
 
 def _stack(points: list[np.ndarray]) -> torch.Tensor | None:
     return torch.from_numpy(np.stack(points)) if points else None
+
+
+def _read_meta(checkpoint_path: str, name: str) -> dict[str, Any]:
+    path = os.path.join(os.path.dirname(checkpoint_path), name)
+    if not os.path.exists(path):
+        raise SearcherSetupError(
+            f"searcher checkpoint {checkpoint_path!r} references its meta-data file "
+            f"{name!r}, which is not in {os.path.dirname(path) or '.'!r}; save() "
+            "writes it beside the checkpoint: copy it along with the checkpoint"
+        )
+    with open(path, "rb") as f:
+        return pickle.load(f)
 
 
 def _tasks_to_arrays(tasks: list[TaskData] | None) -> list[tuple] | None:

@@ -39,27 +39,121 @@ def _drive(searcher, trial_id, value=None):
 
 @pytest.mark.slow
 def test_save_restore_checkpoint_continues_bit_identically(tmp_path):
-    # Port of ray's SaveRestoreCheckpointTest, plus bit-identity of the future.
+    # Port of ray's SaveRestoreCheckpointTest at the size of check C5: 10
+    # observations + 1 pending trial, then 5 bit-identical suggestions.
     searcher = ScaMLGPSearch(meta_data=_meta_frame(), metric=METRIC, seed=3, **FAST)
     searcher.set_search_properties(METRIC, "max", {"a": tune.uniform(0, 5)})
-    for trial_id in ("1", "2", "not_completed"):
-        searcher.suggest(trial_id)
-    searcher.on_trial_complete("1", result={METRIC: 1.0})
+    for i in range(1, 11):
+        searcher.suggest(str(i))
+    searcher.suggest("not_completed")
+    for i in range(1, 10):
+        searcher.on_trial_complete(str(i), result={METRIC: float(i)})
     path = str(tmp_path / "searcher.pkl")
     searcher.save(path)
 
     restored = ScaMLGPSearch()
     restored.restore(path)  # no set_search_properties
     assert restored.metric == METRIC and restored.mode == "max"
-    assert set(restored.pending_trials) == {"2", "not_completed"}
+    assert set(restored.pending_trials) == {"10", "not_completed"}
     for s in (searcher, restored):
-        s.on_trial_complete("2", result={METRIC: 2.0})
-    third = [_drive(s, "3") for s in (searcher, restored)]
-    assert third[0] == third[1]
+        s.on_trial_complete("10", result={METRIC: 10.0})
+    assert restored.num_observations == searcher.num_observations == 10
+    for i in range(11, 16):
+        configs = [_drive(s, str(i)) for s in (searcher, restored)]
+        assert configs[0] == configs[1], i  # bit-identical floats
     assert "not_completed" in restored.pending_trials
-    assert restored.num_observations == searcher.num_observations == 3
-    fourth = [s.suggest("4") for s in (searcher, restored)]
-    assert fourth[0] == fourth[1]  # bit-identical floats
+    assert restored.num_observations == searcher.num_observations == 15
+
+
+def _meta_tasks(n_tasks, n, dim=1, seed=0):
+    import torch
+
+    from raymeta.tasks.data import TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    tasks = []
+    for t in range(n_tasks):
+        X = torch.rand(n, dim, generator=g, dtype=torch.float64)
+        tasks.append(TaskData(f"old-{t}", X, (X[:, 0] - 0.4 - 0.1 * t) ** 2))
+    return tasks
+
+
+def _checkpoint_sizes(tmp_path, tasks, name):
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)}, metric=METRIC, mode="max", meta_data=tasks, **FAST
+    )
+    _drive(searcher, "0")  # fits the meta-task GPs
+    searcher.suggest("pending")
+    directory = tmp_path / name
+    directory.mkdir()
+    searcher.save(str(directory / "searcher.pkl"))
+    searcher.save(str(directory / "searcher.pkl"))  # meta file written once
+    (meta_file,) = directory.glob("scamlgp-meta-*.pkl")
+    return (directory / "searcher.pkl").stat().st_size, meta_file.stat().st_size
+
+
+def test_checkpoint_size_does_not_grow_with_meta_data(tmp_path):
+    small = _checkpoint_sizes(tmp_path, _meta_tasks(2, 10), "small")
+    large = _checkpoint_sizes(tmp_path, _meta_tasks(2, 300), "large")
+    assert large[1] > 100 * small[1]  # the fitted states grow ~ n^2 ...
+    assert large[0] == small[0]  # ... the checkpoint not at all
+
+
+def test_checkpoint_with_1000_meta_points_per_task_is_small(tmp_path):
+    # 32 meta-tasks x 1000 points in 4-d: 1.3 MB of raw meta-data alone
+    tasks = _meta_tasks(32, 1000, dim=4)
+    space = {name: tune.uniform(0, 1) for name in "abcd"}
+    searcher = ScaMLGPSearch(
+        space,
+        metric=METRIC,
+        mode="max",
+        meta_data=tasks,
+        points_to_evaluate=[{"a": 0.5}],
+        **FAST,
+    )
+    searcher.suggest("pending")  # served from points_to_evaluate: nothing fitted
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    assert path.stat().st_size <= 1_000_000
+    restored = ScaMLGPSearch()
+    restored.restore(str(path))
+    assert restored.pending_trials == ["pending"]
+    meta = restored.get_state()["meta_tasks"]
+    assert [task_id for task_id, _, _ in meta] == [t.task_id for t in tasks]
+    assert all(np.array_equal(X, t.X.numpy()) for (_, X, _), t in zip(meta, tasks))
+
+
+def test_restore_without_the_meta_data_file_is_a_clear_error(tmp_path):
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)},
+        metric=METRIC,
+        mode="max",
+        meta_data=_meta_tasks(1, 5),
+        **FAST,
+    )
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (tmp_path / "searcher.pkl").rename(moved / "searcher.pkl")
+    with pytest.raises(SearcherSetupError, match=r"meta-data file 'scamlgp-meta-"):
+        ScaMLGPSearch().restore(str(moved / "searcher.pkl"))
+
+
+def test_version_1_checkpoint_with_embedded_meta_data_still_restores(tmp_path):
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)},
+        metric=METRIC,
+        mode="max",
+        meta_data=_meta_tasks(2, 6),
+        **FAST,
+    )
+    _drive(searcher, "0")
+    legacy = {**searcher.get_state(), "version": 1}  # version 1 embedded the meta
+    path = tmp_path / "v1.pkl"
+    path.write_bytes(pickle.dumps(legacy))
+    restored = ScaMLGPSearch()
+    restored.restore(str(path))
+    assert _drive(restored, "1") == _drive(searcher, "1")
 
 
 def test_restore_rejects_unknown_state_version(tmp_path):
