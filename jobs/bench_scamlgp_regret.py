@@ -8,7 +8,7 @@ Per (family, seed, method) the per-step regrets go to the ``benchmarks`` table o
 store at ``<out>/store`` as soon as a study finishes (idempotent keys, so an interrupted
 run resumes where it stopped). The summary (median regret at T=1,5,10,20,40, ratio to
 GP-BO, paired Wilcoxon on cumulative regret, CPU seconds per study) is printed, stored,
-and the curves saved to ``<out>/scamlgp_regret.png``.
+and the curves saved to ``<out>/scamlgp_regret_<family>.png``.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raymeta.gp.benchmark import METHODS, compare_methods, plot_regret, run_bo
+from raymeta.gp.benchmark import METHODS, compare_methods, run_bo
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import record_benchmark
+from raymeta.results.plots import plot_lines
 from raymeta.search.fitting import fit_meta_tasks
 from raymeta.tasks.bo import FAMILIES, draw_study
 
@@ -97,7 +98,7 @@ def run_family(store, family, seeds, args, done) -> None:
 
 def summarise(store: ResultStore, families, out: Path) -> None:
     df = store.to_pandas("benchmarks", filters=[("experiment", "=", BENCH)])
-    curves, figures = {}, []
+    figures = []
     for family in families:
         sub = df[(df.family == family) & (df.metric == "regret")]
         if sub.empty:
@@ -109,7 +110,6 @@ def summarise(store: ResultStore, families, out: Path) -> None:
         for method, g in sub[sub.seed.isin(seeds)].groupby("method"):
             table = g.pivot_table(index="seed", columns="step", values="value")
             by_method[method] = table.sort_index().to_numpy()
-        curves[family] = by_method
         stats = compare_methods(by_method)
         cpu = df[(df.family == family) & (df.metric == "cpu_seconds_study")]
         for method, g in cpu.groupby("method"):
@@ -127,9 +127,14 @@ def summarise(store: ResultStore, families, out: Path) -> None:
                     "value": value,
                 }
             )
+        paired = sub[sub.seed.isin(seeds)].assign(regret=sub.value.clip(lower=1e-6))
+        png = plot_lines(
+            paired, x="step", y="regret", by="method", logy=True,
+            out=out / f"scamlgp_regret_{family}.png",
+            title=f"{family}: simple regret, median and 25-75% ({len(seeds)} seeds)",
+        )  # fmt: skip
+        print(f"saved {png}")
     record_benchmark(store, BENCH + "_summary", figures)
-    plot_regret(curves, str(out / "scamlgp_regret.png"))
-    print(f"saved {out / 'scamlgp_regret.png'}")
 
 
 def main() -> None:

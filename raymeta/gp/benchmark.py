@@ -205,37 +205,3 @@ def compare_methods(
                 wilcoxon(a.sum(1), b.sum(1), alternative="less").pvalue
             )
     return out
-
-
-def plot_regret(
-    curves: dict[str, dict[str, np.ndarray]], path: str, *, floor: float = 1e-6
-) -> None:
-    """Save median simple-regret curves with 25-75% bands (log y) to ``path``.
-
-    Args:
-        curves: Family -> method -> ``studies x T`` regrets (one panel per family).
-        path: PNG file to write.
-        floor: Regrets below it are drawn at it (log axis).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False
-    )
-    for ax, (family, by_method) in zip(axes[0], curves.items()):
-        for method, r in by_method.items():
-            band = regret_bands(np.maximum(r, floor))
-            steps = np.arange(1, r.shape[1] + 1)
-            ax.plot(steps, band["median"], label=f"{method} (n={len(r)})")
-            ax.fill_between(steps, band["q25"], band["q75"], alpha=0.2)
-        ax.set_yscale("log")
-        ax.set_title(family)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("simple regret (median, 25-75%)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

@@ -7,7 +7,6 @@ from raymeta.errors import MetaDataError
 from raymeta.gp.benchmark import (
     compare_methods,
     cumulative_regret,
-    plot_regret,
     regret_bands,
     run_bo,
     simple_regret,
@@ -61,11 +60,6 @@ def test_random_and_gpbo_loops_are_reproducible_and_record_steps(tmp_path):
     )
     assert gp.X.shape == (3, 2) and len(gp.step_seconds) == 3
     assert np.all(np.diff(gp.regret) <= 0)
-    plot_regret(
-        {"branin": {"random": rnd.regret[None], "gpbo": gp.regret[None, :3]}},
-        str(tmp_path / "r.png"),
-    )
-    assert (tmp_path / "r.png").stat().st_size > 0
 
 
 def test_unknown_method_is_rejected():
