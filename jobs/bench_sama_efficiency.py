@@ -9,7 +9,9 @@ Every (width, method, K) is measured in a **fresh process** (``--child``): build
 4-layer MLP on 256-dim inputs (widths 256/1024/2048 give 0.2M/2.4M/8.9M parameters),
 take one warm-up base step (Adam), read ``ru_maxrss``, run the meta step once, read
 ``ru_maxrss`` again: the difference is the extra peak memory. Then the median wall
-time of ``--repeats`` further calls. The problem is a meta-weight-net reweighting of
+time of ``--repeats`` further calls. RSS deltas vary by ~30% between processes
+(allocator state), so each figure is the median over ``--processes`` (default 3)
+fresh processes. The problem is a meta-weight-net reweighting of
 a batch of 256 random examples (10 classes). "base" is a plain Adam step for the
 cost model. On a CUDA machine pass ``--device cuda`` to use
 ``torch.cuda.max_memory_allocated`` instead of RSS.
@@ -137,7 +139,14 @@ def efficiency(args):
         ]
         wanted = set(args.methods.split(","))
         for method, k in [(m, k) for m, k in plan if m in wanted]:
-            r = measure(width, method, k, args.repeats, args.device)
+            runs = [
+                measure(width, method, k, args.repeats, args.device)
+                for _ in range(args.processes)
+            ]
+            r = runs[0] | {
+                key: statistics.median(run[key] for run in runs)
+                for key in ("extra_mb", "bytes_per_param", "seconds_median")
+            }
             print(
                 f"width={width:5d} params={r['params']:8d} {method:9s} K={k:2d} "
                 f"extra_mb={r['extra_mb']:8.1f} B/param={r['bytes_per_param']:6.2f} "
@@ -209,6 +218,7 @@ def main():
     parser.add_argument("--widths", default="256,1024,2048")
     parser.add_argument("--ks", default="1,5,10")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--methods", default="base,sama,unrolled,neumann,cg")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", default=None)

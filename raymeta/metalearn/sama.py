@@ -200,9 +200,10 @@ def _adam_diagonal(
     if group["weight_decay"] and not group.get("decoupled_weight_decay", False):
         previous = param.detach() + lr * (m / c1) / (q + eps)  # θ_{t-1}, exactly
         g = grad + group["weight_decay"] * previous
-    # ratio = g / (c2 q), defined as 0 where q = 0 (then g = 0 as well)
-    ratio = g.div(q.clamp_min(torch.finfo(q.dtype).tiny).mul_(c2))
-    ratio.masked_fill_(q == 0, 0.0)
+    # ratio = g / (c2 q), defined as 0 where q = 0: s >= (1 - beta2) g^2, so q = 0
+    # only where g = 0, and those 0/0 NaNs are the only ones to replace. Two
+    # parameter-sized temporaries (q, ratio) bound the extra memory.
+    ratio = g.div(q).div_(c2).nan_to_num_(nan=0.0)
     denom = q.add_(eps)  # q is not needed any more
     out = ratio.mul_(m).mul_(-(1.0 - beta2)).add_(denom, alpha=1.0 - beta1)
     return out.div_(denom.square_()).mul_(lr / c1)
@@ -308,7 +309,7 @@ def finite_difference_mixed_product(
             _copy_(buffers, buffers0)
             with torch.no_grad():
                 for p, p0, d in zip(params, theta0, direction):
-                    p.copy_(p0.add(d, alpha=sign * eps))
+                    p.copy_(p0).add_(d, alpha=sign * eps)  # no temporary
             with _replayed_rng(snapshot, devices):
                 loss = problem.base_loss(model, meta, base_batch, cache)
                 grads.append(torch.autograd.grad(loss, meta_params, allow_unused=True))
