@@ -1,14 +1,23 @@
-"""Driver for the interrupted-run test: a Tune run the test kills mid-experiment.
+"""Driver for the interrupted-run tests: a Tune run the test kills mid-experiment.
 
-Run as ``python -m tests.integration._tune_restore_driver ADDRESS STORAGE STORE N``;
-it connects to the test session's Ray cluster, so killing it leaves no cluster behind.
+Run as ``python -m tests.integration._tune_restore_driver ADDRESS STORAGE STORE N``
+(the single-kill test) or ``... ADDRESS STORAGE - N stress`` (the driver-crash stress
+test: trials report several iterations, the searcher has meta-data, and a rerun
+resumes with ``Tuner.restore(resume_errored=True)`` when the experiment exists).
+It connects to the test session's Ray cluster, so killing it leaves no cluster
+behind.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import os
 import sys
 import time
 
+import numpy as np
+import pandas as pd
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
@@ -17,8 +26,10 @@ from raymeta.search.callback import StoreCallback
 from raymeta.search.searcher import ScaMLGPSearch
 
 EXPERIMENT = "interrupted"
+STRESS_EXPERIMENT = "stress"
 SPACE = {"x": tune.uniform(-2.0, 2.0), "k": tune.choice(["a", "b"])}
 FAST = {"restarts": 0, "num_restarts": 1, "raw_samples": 64}
+STRESS_ITERATIONS = 4
 
 
 def objective(config):
@@ -27,10 +38,42 @@ def objective(config):
     tune.report({"loss": (config["x"] - 0.3) ** 2 + offset})
 
 
-def build_tuner(storage: str, store: str, num_samples: int) -> tune.Tuner:
-    searcher = ScaMLGPSearch(metric="loss", mode="min", seed=0, **FAST)
+def stress_objective(config):
+    offset = 0.0 if config["k"] == "a" else 0.5
+    for step in range(1, STRESS_ITERATIONS + 1):
+        time.sleep(0.5)
+        tune.report({"loss": (config["x"] - 0.3) ** 2 + offset + 1.0 / step})
+
+
+def stress_meta_data() -> pd.DataFrame:
+    """Two earlier tasks of the stress objective (so restores carry meta-data)."""
+    rng = np.random.default_rng(7)
+    x = rng.uniform(-2.0, 2.0, 16)
+    k = rng.choice(["a", "b"], 16)
+    return pd.DataFrame(
+        {
+            "task_id": np.repeat(["old-0", "old-1"], 8),
+            "x": x,
+            "k": k,
+            "loss": (x - 0.2) ** 2 + np.where(k == "a", 0.0, 0.5),
+        }
+    )
+
+
+def build_tuner(
+    storage: str, store: str | None, num_samples: int, *, stress: bool = False
+) -> tune.Tuner:
+    searcher = ScaMLGPSearch(
+        metric="loss",
+        mode="min",
+        seed=0,
+        meta_data=stress_meta_data() if stress else None,
+        meta_restarts=0,
+        **FAST,
+    )
+    callbacks = [StoreCallback(ResultStore(store), metric="loss")] if store else []
     return tune.Tuner(
-        objective,
+        stress_objective if stress else objective,
         param_space=SPACE,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=2),
@@ -40,12 +83,94 @@ def build_tuner(storage: str, store: str, num_samples: int) -> tune.Tuner:
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=EXPERIMENT,
+            name=STRESS_EXPERIMENT if stress else EXPERIMENT,
             storage_path=storage,
-            callbacks=[StoreCallback(ResultStore(store), metric="loss")],
+            callbacks=callbacks,
             verbose=0,
         ),
     )
+
+
+def _readable(path: str) -> bool:
+    """Whether one of Tune's state files of a session loads completely."""
+    import ray.cloudpickle as cloudpickle
+
+    try:
+        if path.endswith(".json") and os.path.basename(path).startswith("experiment"):
+            with open(path) as f:
+                return "trial_data" in json.load(f)
+        if os.path.basename(path).startswith("searcher-state-"):
+            ScaMLGPSearch().restore(path)
+            return True
+        with open(path, "rb") as f:
+            cloudpickle.load(f)
+        return True
+    except Exception:  # truncated, empty or missing: not a usable session
+        return False
+
+
+def newest_complete_session(path: str, *, repair: bool = True) -> str | None:
+    """Set aside the files of state sessions that a killed sync left truncated.
+
+    Tune uploads its staging directory to the storage path by copying every state
+    file again after each step; a driver SIGKILLed mid-copy leaves truncated files
+    (seen in this test as 0-byte ``search_gen_state-*.json``). Tune then fails to
+    restore, logs "Restarting experiment" and finishes an empty experiment with exit
+    code 0. Here every session (the files sharing one timestamp) newer than the
+    newest fully readable one is renamed to ``*.corrupt``, so Tune restores from the
+    newest consistent state (``repair=False``: only find it, rename nothing).
+
+    Returns:
+        The timestamp of the session Tune will restore from, or None.
+    """
+    names = glob.glob(os.path.join(path, "experiment_state-*.json"))
+    sessions = sorted(
+        (os.path.basename(n)[len("experiment_state-") : -len(".json")] for n in names),
+        reverse=True,
+    )
+    for session in sessions:
+        files = [
+            os.path.join(path, f"experiment_state-{session}.json"),
+            os.path.join(path, f"search_gen_state-{session}.json"),
+            os.path.join(path, f"searcher-state-{session}.pkl"),
+        ]
+        if all(_readable(f) for f in files):
+            return session
+        for f in glob.glob(os.path.join(path, f"*-{session}.*")) if repair else []:
+            if not f.endswith(".corrupt"):
+                print(f"setting aside truncated session file {f}", file=sys.stderr)
+                os.replace(f, f + ".corrupt")
+    return None
+
+
+def restorable(path: str) -> bool:
+    """Whether ``Tuner.restore(path)`` can work (repairing the directory first).
+
+    ``Tuner.can_restore`` only looks for ``tuner.pkl``, which Tune writes before the
+    first experiment state: a driver killed in between leaves a directory that
+    ``can_restore`` accepts but ``Tuner.restore`` rejects (no snapshot file).
+    """
+    if not tune.Tuner.can_restore(path):
+        return False
+    return newest_complete_session(path) is not None
+
+
+def run_stress(storage: str, num_samples: int) -> None:
+    """Start the stress experiment, or resume it (errored trials too) if it exists."""
+    # as raymeta's tuning jobs: save the experiment state after every step
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    path = os.path.join(storage, STRESS_EXPERIMENT)
+    if restorable(path):
+        tuner = tune.Tuner.restore(
+            path, trainable=stress_objective, resume_errored=True
+        )
+    else:
+        tuner = build_tuner(storage, None, num_samples, stress=True)
+    grid = tuner.fit()
+    if grid.errors or len(grid) != num_samples:
+        raise SystemExit(
+            f"{len(grid)} trials, {len(grid.errors)} errored; expected {num_samples}"
+        )
 
 
 if __name__ == "__main__":
@@ -53,4 +178,7 @@ if __name__ == "__main__":
 
     address, storage, store, num_samples = sys.argv[1:5]
     ray.init(address=address, log_to_driver=False)
-    build_tuner(storage, store, int(num_samples)).fit()
+    if sys.argv[5:] == ["stress"]:
+        run_stress(storage, int(num_samples))
+    else:
+        build_tuner(storage, store, int(num_samples)).fit()
