@@ -24,9 +24,7 @@ is retrained from scratch on it.
 
 Baselines: random pruning (:func:`random_scores`), EL2N (Paul et al., 2021;
 :func:`el2n_scores`, the L2 norm of softmax minus one-hot, keeping the *hardest*
-examples) and plain loss (:func:`loss_scores`). :class:`ExampleScores` (one free
-keep logit per example) is the earlier simplified λ, kept for
-``raymeta.metalearn``'s exports; the training loop no longer uses it.
+examples) and plain loss (:func:`loss_scores`).
 
 Batches are ``(x, y, example_id)`` (``(B, d)``, ``(B,)`` int64, ``(B,)`` int64).
 
@@ -59,7 +57,6 @@ from raymeta.errors import ConfigError
 from raymeta.metalearn.problem import BilevelProblem, Forward
 
 __all__ = [
-    "ExampleScores",
     "PruningNet",
     "PruningProblem",
     "el2n_scores",
@@ -249,24 +246,6 @@ class PruningProblem(BilevelProblem):
     def stop_grad_inputs(self, forward: Forward, batch: Any) -> torch.Tensor:
         """λ's detached inputs ``(B, 2)`` (CE and teacher CE) at the current θ."""
         return pruning_features(forward, self.teacher, batch[0], batch[1])
-
-
-# --------------------------------------------------------------------------- table
-
-
-class ExampleScores(torch.nn.Module):
-    """One free keep logit per example (simplified λ, unused by the training loop)."""
-
-    def __init__(
-        self, num_examples: int, *, dtype: torch.dtype = torch.float32
-    ) -> None:
-        """Create ``num_examples`` logits, all zero (weight 0.5)."""
-        super().__init__()
-        self.logits = torch.nn.Parameter(torch.zeros(num_examples, dtype=dtype))
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Weights ``(B,)`` in (0, 1) for example ids ``(B,)``."""
-        return torch.sigmoid(self.logits[ids])
 
 
 # --------------------------------------------------------------------------- selection

@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from raymeta.errors import ConfigError
 from raymeta.metalearn.problem import trainable_parameters, validate_problem
 from raymeta.metalearn.pruning import (
-    ExampleScores,
     PruningNet,
     PruningProblem,
     el2n_scores,
@@ -50,7 +49,6 @@ def test_el2n_loss_random_and_table_scores():
     )
     r = random_scores(4, torch.Generator().manual_seed(0))
     assert torch.equal(r, random_scores(4, torch.Generator().manual_seed(0)))
-    assert torch.equal(ExampleScores(3)(torch.tensor([0, 2])), torch.full((2,), 0.5))
 
 
 def test_hard_gumbel_weights_are_binary_straight_through_and_seeded():
