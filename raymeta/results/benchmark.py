@@ -42,8 +42,10 @@ def record_benchmark(
             ``method``, ``seed``, ``step`` and any extra columns.
 
     Returns:
-        Rows written.
+        Rows written (0, and nothing appended, when ``rows`` is empty).
     """
+    if not rows:
+        return 0
     stamp = {
         "experiment": benchmark,
         "benchmark": benchmark,
