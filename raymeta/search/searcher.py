@@ -386,7 +386,7 @@ class ScaMLGPSearch(Searcher):
 
         Raises:
             SearcherSetupError: Unknown state version, or the meta-data file the
-                checkpoint references is missing from its directory.
+                checkpoint references is missing from its directory or corrupt.
         """
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
@@ -653,7 +653,14 @@ def _read_meta(checkpoint_path: str, name: str) -> dict[str, Any]:
             "writes it beside the checkpoint: copy it along with the checkpoint"
         )
     with open(path, "rb") as f:
-        return pickle.load(f)
+        payload = f.read()
+    if _META_FILE.format(digest=hashlib.sha256(payload).hexdigest()[:32]) != name:
+        raise SearcherSetupError(
+            f"meta-data file {path!r} is truncated or corrupt (its content does not "
+            "match the digest in its name); restore from an intact copy of the "
+            "experiment directory"
+        )
+    return pickle.loads(payload)
 
 
 def _tasks_to_arrays(tasks: list[TaskData] | None) -> list[tuple] | None:

@@ -139,6 +139,21 @@ def test_restore_without_the_meta_data_file_is_a_clear_error(tmp_path):
         ScaMLGPSearch().restore(str(moved / "searcher.pkl"))
 
 
+def test_restore_with_a_truncated_meta_data_file_is_a_clear_error(tmp_path):
+    searcher = ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)},
+        metric=METRIC,
+        mode="max",
+        meta_data=_meta_tasks(1, 5),
+        **FAST,
+    )
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    (meta_file,) = tmp_path.glob("scamlgp-meta-*.pkl")
+    meta_file.write_bytes(meta_file.read_bytes()[:100])  # as a killed copy leaves it
+    with pytest.raises(SearcherSetupError, match=r"is truncated or corrupt"):
+        ScaMLGPSearch().restore(str(tmp_path / "searcher.pkl"))
+
+
 def test_version_1_checkpoint_with_embedded_meta_data_still_restores(tmp_path):
     searcher = ScaMLGPSearch(
         {"a": tune.uniform(0, 5)},
