@@ -7,12 +7,13 @@ Usage::
 
 Runs the same Tune experiment twice on a local 2-CPU Ray: ``num_samples`` trials
 that sleep ``trial_seconds`` (0.5 CPU each, so 4 fit), suggested by ScaMLGPSearch
-behind ``ConcurrencyLimiter(max_concurrent=1)`` (sequential) and
-``ConcurrencyLimiter(max_concurrent=N)`` (this one first, so it also pays the
-process's Ray start-up). Wall times are whole ``Tuner.fit`` calls. Prints and records (table ``benchmarks``,
-benchmark ``searcher_concurrency``) both wall times and their ratio; the target is
-concurrent <= 0.5 x sequential (guards against ray PR #63770-style regressions where
-the searcher serialises trials).
+behind ``ConcurrencyLimiter(max_concurrent=N)`` and then behind
+``ConcurrencyLimiter(max_concurrent=1)`` (sequential; the concurrent run goes first,
+so it also pays the process's Ray start-up). Wall times are whole ``Tuner.fit``
+calls. Prints and records (table ``benchmarks``, benchmark ``searcher_concurrency``)
+both wall times, their ratio and the peak RUNNING count; the target is concurrent
+<= 0.5 x sequential (guards against ray PR #63770-style regressions where the
+searcher serialises trials).
 """
 
 from __future__ import annotations
