@@ -19,6 +19,7 @@ searcher serialises trials).
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -29,6 +30,7 @@ from ray.tune.search import ConcurrencyLimiter
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import describe_machine, record_benchmark
 from raymeta.search.searcher import ScaMLGPSearch
+from raymeta.search.tuning import TimedSearcher
 
 BENCH = "searcher_concurrency"
 
@@ -64,10 +66,10 @@ class PeakRunning(tune.Callback):
 
 def wall_time(
     args: argparse.Namespace, max_concurrent: int, storage: str
-) -> tuple[float, int]:
-    """Seconds of one Tune run of ``args.num_samples`` trials, and peak RUNNING."""
+) -> tuple[float, int, float]:
+    """Seconds of one Tune run, its peak RUNNING and median seconds per suggestion."""
     peak = PeakRunning()
-    searcher = ScaMLGPSearch(metric="loss", mode="min", seed=args.seed)
+    searcher = TimedSearcher(ScaMLGPSearch(metric="loss", mode="min", seed=args.seed))
     tuner = tune.Tuner(
         tune.with_resources(sleeping_trial, {"cpu": 0.5}),
         param_space={
@@ -92,7 +94,7 @@ def wall_time(
     seconds = time.perf_counter() - start
     if len(grid) != args.num_samples or grid.errors:
         raise RuntimeError(f"run with max_concurrent={max_concurrent} failed")
-    return seconds, peak.peak
+    return seconds, peak.peak, statistics.median(searcher.suggest_seconds)
 
 
 def main() -> None:
@@ -100,14 +102,15 @@ def main() -> None:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     storage = tempfile.mkdtemp(prefix="bench-conc-")
     # concurrent first: the first run in the process also pays Ray's worker start-up
-    concurrent, peak = wall_time(args, args.max_concurrent, storage)
-    sequential, _ = wall_time(args, 1, storage)
+    concurrent, peak, suggest_conc = wall_time(args, args.max_concurrent, storage)
+    sequential, _, suggest_seq = wall_time(args, 1, storage)
     ratio = concurrent / sequential
     print(
         f"{BENCH}: {args.num_samples} trials of {args.trial_seconds:g} s; wall "
         f"sequential {sequential:.1f} s, max_concurrent={args.max_concurrent} "
         f"{concurrent:.1f} s (peak RUNNING {peak}), ratio {ratio:.3f} "
-        f"(target <= 0.5) [{describe_machine()}]"
+        f"(target <= 0.5); median suggest {suggest_seq:.3f} s sequential, "
+        f"{suggest_conc:.3f} s concurrent [{describe_machine()}]"
     )
     base = {"family": "sleep", "method": "scamlgp", "seed": args.seed}
     record_benchmark(
@@ -122,6 +125,12 @@ def main() -> None:
             },
             {**base, "metric": "wall_time_ratio", "value": ratio},
             {**base, "metric": "peak_running", "value": float(peak)},
+            {**base, "metric": "suggest_s_median_sequential", "value": suggest_seq},
+            {
+                **base,
+                "metric": f"suggest_s_median_concurrent{args.max_concurrent}",
+                "value": suggest_conc,
+            },
         ],
     )
 
