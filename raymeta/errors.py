@@ -112,3 +112,7 @@ class TrainingFailedError(RaymetaError, RuntimeError):
 
     The message names the newest checkpoint (the restore path) and how to resume.
     """
+
+
+class TuningIncompleteError(RaymetaError, RuntimeError):
+    """A Tune experiment finished with fewer trials than it was asked to run."""

@@ -83,7 +83,7 @@ from raymeta.search.space import (
 )
 from raymeta.tasks.data import TaskData, validate_meta_tasks
 
-__all__ = ["STATE_VERSION", "ScaMLGPSearch"]
+__all__ = ["STATE_VERSION", "ScaMLGPSearch", "load_checkpoint_state"]
 
 log = logging.getLogger(__name__)
 
@@ -388,11 +388,7 @@ class ScaMLGPSearch(Searcher):
             SearcherSetupError: Unknown state version, or the meta-data file the
                 checkpoint references is missing from its directory or corrupt.
         """
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
-        if isinstance(state, Mapping) and "meta_ref" in state:
-            state = {**state, **_read_meta(checkpoint_path, state["meta_ref"])}
-        self.set_state(state)
+        self.set_state(load_checkpoint_state(checkpoint_path))
 
     def _meta_is_empty(self) -> bool:
         return not self._meta_tasks and not self._meta_states
@@ -642,6 +638,22 @@ def _all_tasks(values: Sequence[Any]) -> bool:
 
 def _stack(points: list[np.ndarray]) -> torch.Tensor | None:
     return torch.from_numpy(np.stack(points)) if points else None
+
+
+def load_checkpoint_state(checkpoint_path: str) -> Any:
+    """The state in a searcher checkpoint, with its referenced meta-data merged in.
+
+    Reads any pickled searcher checkpoint; for a :class:`ScaMLGPSearch` one that
+    names a meta-data file, that file must be beside it and intact.
+
+    Raises:
+        SearcherSetupError: The referenced meta-data file is missing or corrupt.
+    """
+    with open(checkpoint_path, "rb") as f:
+        state = pickle.load(f)
+    if isinstance(state, Mapping) and "meta_ref" in state:
+        state = {**state, **_read_meta(checkpoint_path, state["meta_ref"])}
+    return state
 
 
 def _read_meta(checkpoint_path: str, name: str) -> dict[str, Any]:

@@ -6,7 +6,10 @@ wraps it in a :class:`TimedSearcher` (per-suggestion overhead) and a
 ``ConcurrencyLimiter``, adds :class:`~raymeta.search.callback.StoreCallback` when a
 store is given, and either starts the experiment or, when its directory already holds
 a restorable run, resumes it with ``Tuner.restore`` (so a resubmitted job finishes the
-same experiment instead of starting over).
+same experiment instead of starting over; :func:`~raymeta.search.resume.restorable`
+first sets aside state files a killed driver left truncated). A run that ends with
+fewer trials than asked raises :class:`~raymeta.errors.TuningIncompleteError` instead
+of passing for a finished one.
 
 Searcher names: ``"scamlgp"`` (ScaMLGPSearch with meta-data), ``"scamlgp_nometa"``
 (the same searcher without meta-data: plain GP-BO), ``"optuna_tpe"`` (OptunaSearch
@@ -25,8 +28,9 @@ from typing import Any
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from raymeta.errors import ConfigError
+from raymeta.errors import ConfigError, TuningIncompleteError
 from raymeta.search.callback import StoreCallback
+from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
 from raymeta.search.trainables import family_space, family_trainable
 from raymeta.tasks.bo import Study
@@ -183,9 +187,9 @@ def run_family_tuning(
     # so a stopped job loses at most the trials in flight (unless the user chose).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     trainable = family_trainable(study.target, noise_seed=study.seed)
-    if tune.Tuner.can_restore(path):
+    if restorable(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
-        return tuner.fit(), None
+        return _complete(tuner.fit(), num_samples, path), None
     timed = TimedSearcher(searcher)
     callbacks = []
     if store is not None:
@@ -214,7 +218,19 @@ def run_family_tuning(
             name=experiment, storage_path=storage_path, callbacks=callbacks, verbose=0
         ),
     )
-    return tuner.fit(), timed
+    return _complete(tuner.fit(), num_samples, path), timed
+
+
+def _complete(grid: tune.ResultGrid, num_samples: int, path: str) -> tune.ResultGrid:
+    """The grid, if it holds every trial (a failed restore can finish empty)."""
+    if len(grid) != num_samples:
+        raise TuningIncompleteError(
+            f"experiment {path!r} finished with {len(grid)} trials, expected "
+            f"{num_samples}; Tune could not resume its saved state (see the log "
+            "above). Resubmit to resume from the newest intact state, or remove the "
+            "directory to start over"
+        )
+    return grid
 
 
 def trial_values(grid: tune.ResultGrid, key: str) -> list[float]:

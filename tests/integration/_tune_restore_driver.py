@@ -10,8 +10,6 @@ behind.
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import sys
 import time
@@ -23,6 +21,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from raymeta.results import ResultStore
 from raymeta.search.callback import StoreCallback
+from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
 
 EXPERIMENT = "interrupted"
@@ -89,70 +88,6 @@ def build_tuner(
             verbose=0,
         ),
     )
-
-
-def _readable(path: str) -> bool:
-    """Whether one of Tune's state files of a session loads completely."""
-    import ray.cloudpickle as cloudpickle
-
-    try:
-        if path.endswith(".json") and os.path.basename(path).startswith("experiment"):
-            with open(path) as f:
-                return "trial_data" in json.load(f)
-        if os.path.basename(path).startswith("searcher-state-"):
-            ScaMLGPSearch().restore(path)
-            return True
-        with open(path, "rb") as f:
-            cloudpickle.load(f)
-        return True
-    except Exception:  # truncated, empty or missing: not a usable session
-        return False
-
-
-def newest_complete_session(path: str, *, repair: bool = True) -> str | None:
-    """Set aside the files of state sessions that a killed sync left truncated.
-
-    Tune uploads its staging directory to the storage path by copying every state
-    file again after each step; a driver SIGKILLed mid-copy leaves truncated files
-    (seen in this test as 0-byte ``search_gen_state-*.json``). Tune then fails to
-    restore, logs "Restarting experiment" and finishes an empty experiment with exit
-    code 0. Here every session (the files sharing one timestamp) newer than the
-    newest fully readable one is renamed to ``*.corrupt``, so Tune restores from the
-    newest consistent state (``repair=False``: only find it, rename nothing).
-
-    Returns:
-        The timestamp of the session Tune will restore from, or None.
-    """
-    names = glob.glob(os.path.join(path, "experiment_state-*.json"))
-    sessions = sorted(
-        (os.path.basename(n)[len("experiment_state-") : -len(".json")] for n in names),
-        reverse=True,
-    )
-    for session in sessions:
-        files = [
-            os.path.join(path, f"experiment_state-{session}.json"),
-            os.path.join(path, f"search_gen_state-{session}.json"),
-            os.path.join(path, f"searcher-state-{session}.pkl"),
-        ]
-        if all(_readable(f) for f in files):
-            return session
-        for f in glob.glob(os.path.join(path, f"*-{session}.*")) if repair else []:
-            if not f.endswith(".corrupt"):
-                print(f"setting aside truncated session file {f}", file=sys.stderr)
-                os.replace(f, f + ".corrupt")
-    return None
-
-
-def restorable(path: str) -> bool:
-    """Whether ``Tuner.restore(path)`` can work (repairing the directory first).
-
-    ``Tuner.can_restore`` only looks for ``tuner.pkl``, which Tune writes before the
-    first experiment state: a driver killed in between leaves a directory that
-    ``can_restore`` accepts but ``Tuner.restore`` rejects (no snapshot file).
-    """
-    if not tune.Tuner.can_restore(path):
-        return False
-    return newest_complete_session(path) is not None
 
 
 def run_stress(storage: str, num_samples: int) -> None:

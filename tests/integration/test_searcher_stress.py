@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from ray import tune
 
+from raymeta.search.resume import newest_complete_session
 from raymeta.search.searcher import ScaMLGPSearch
 from tests.integration import _tune_restore_driver as driver
 
@@ -71,7 +72,7 @@ def _completed_iterations(path: str) -> dict[str, int]:
     killed sync left truncated; see ``newest_complete_session``).
     """
     for _ in range(20):  # a running driver may be rewriting the file under us
-        session = driver.newest_complete_session(path, repair=False)
+        session = newest_complete_session(path, repair=False)
         if session is None:
             return {}
         try:

@@ -1,0 +1,95 @@
+"""Decide whether a Tune experiment directory can be resumed, repairing it first.
+
+Two ways a killed Tune driver (Ray 2.60) leaves a directory that looks resumable but
+is not, both found by the driver-crash stress test (C4):
+
+1. ``Tuner.can_restore`` only looks for ``tuner.pkl``, which Tune writes before its
+   first experiment state: a driver killed in between leaves a directory that
+   ``can_restore`` accepts and ``Tuner.restore`` rejects (no snapshot).
+2. After every step Tune copies its state files to the storage path again, file by
+   file. A driver killed mid-copy leaves truncated files (seen as 0-byte
+   ``search_gen_state-*.json``); Tune then logs "Restarting experiment", runs no
+   trial and exits 0: an empty, "successful" run.
+
+:func:`restorable` handles both: it finds the newest *session* (the state files that
+share one timestamp) whose files all load, and renames the files of every newer
+session to ``*.corrupt``, so Tune restores from the newest consistent state.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+
+from ray import tune
+
+from raymeta.search.searcher import load_checkpoint_state
+
+__all__ = ["newest_complete_session", "restorable"]
+
+log = logging.getLogger(__name__)
+
+_SESSION_FILES = (
+    "experiment_state-{}.json",
+    "search_gen_state-{}.json",
+    "searcher-state-{}.pkl",
+)
+
+
+def restorable(path: str) -> bool:
+    """Whether ``Tuner.restore(path)`` can resume the experiment at ``path``.
+
+    Sets aside truncated newer sessions (see the module docstring) on the way.
+    """
+    if not tune.Tuner.can_restore(path):
+        return False
+    return newest_complete_session(path) is not None
+
+
+def newest_complete_session(path: str, *, repair: bool = True) -> str | None:
+    """Timestamp of the newest session whose state files all load completely.
+
+    Args:
+        path: The experiment directory.
+        repair: Rename the files of newer, incomplete sessions to ``*.corrupt``.
+
+    Returns:
+        The session Tune will restore from, or None if there is none.
+    """
+    names = glob.glob(os.path.join(path, "experiment_state-*.json"))
+    prefix, suffix = len("experiment_state-"), -len(".json")
+    for session in sorted(os.path.basename(n)[prefix:suffix] for n in names)[::-1]:
+        files = [os.path.join(path, t.format(session)) for t in _SESSION_FILES]
+        if all(_loads(f) for f in files if _expected(f)):
+            return session
+        if repair:
+            _set_aside(path, session)
+    return None
+
+
+def _expected(file: str) -> bool:
+    # A searcher-state file exists only for searchers that save state.
+    return not os.path.basename(file).startswith("searcher-state-") or os.path.exists(
+        file
+    )
+
+
+def _loads(file: str) -> bool:
+    try:
+        if file.endswith(".json"):
+            with open(file) as f:
+                state = json.load(f)
+            return "trial_data" in state if "experiment_state" in file else True
+        load_checkpoint_state(file)  # any searcher's pickle; ScaMLGP's meta file too
+        return True
+    except Exception:  # truncated, empty or missing: not a usable session
+        return False
+
+
+def _set_aside(path: str, session: str) -> None:
+    for file in glob.glob(os.path.join(path, f"*-{session}.*")):
+        if not file.endswith(".corrupt"):
+            log.warning("setting aside truncated Tune state file %s", file)
+            os.replace(file, file + ".corrupt")
