@@ -118,6 +118,12 @@ class ScaMLGPSearch(Searcher):
         raw_samples: Sobol candidates screened for the acquisition starts.
         meta_restarts: Prior-drawn restarts of each meta-task GP fit.
         num_fit_workers: Ray workers for the meta-task GP fits (0 = in-process).
+        fit_min_tasks_per_worker: Fewer meta-tasks than this to fit are fitted in
+            the driver: a Ray worker's start-up (seconds) costs more than the fits
+            (about 0.05 CPU-s each at 32 points); each Ray fitter gets at least
+            this many tasks.
+        fit_max_retries: Ray re-runs of a fitter whose worker died; then its tasks
+            are left out of the model with a WARNING naming them.
         fit_num_cpus: CPUs each fit worker requests (default 0: never starves trials).
         meta_store: Optional ResultStore caching fitted meta-task GPs by content hash.
         num_threads: Torch threads for the model code run in the driver (scoped to
@@ -150,6 +156,8 @@ class ScaMLGPSearch(Searcher):
         meta_restarts: int = 5,
         num_fit_workers: int = 1,
         fit_num_cpus: float = 0.0,
+        fit_min_tasks_per_worker: int = 32,
+        fit_max_retries: int = 2,
         meta_store: Any = None,
         max_concurrent: int | None = None,
         num_threads: int = 1,
@@ -175,6 +183,8 @@ class ScaMLGPSearch(Searcher):
             "meta_restarts": int(meta_restarts),
             "num_fit_workers": int(num_fit_workers),
             "fit_num_cpus": float(fit_num_cpus),
+            "fit_min_tasks_per_worker": int(fit_min_tasks_per_worker),
+            "fit_max_retries": int(fit_max_retries),
             "num_threads": int(num_threads),
         }
         self._meta_store = meta_store
@@ -574,6 +584,8 @@ class ScaMLGPSearch(Searcher):
             num_cpus_per_worker=self._options["fit_num_cpus"],
             store=self._meta_store,
             restarts=self._options["meta_restarts"],
+            min_tasks_per_worker=self._options.get("fit_min_tasks_per_worker", 1),
+            max_retries=self._options.get("fit_max_retries", 2),
         )
 
     def _target_task(self) -> TaskData | None:
