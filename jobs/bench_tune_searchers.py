@@ -126,7 +126,10 @@ def summarise(store, args):
     frame = store.to_pandas(
         "benchmarks", filters=[("experiment", "=", args.experiment)]
     )
-    print(f"\n{args.experiment}: medians over seeds")
+    print(
+        f"\n{args.experiment}: regret = median over seeds; overhead = over all "
+        "suggestions; wall = total of all runs"
+    )
     print(
         f"{'family':<11}{'method':<16}{'seeds':>5}{'regret@10':>11}{'regret@20':>11}"
         f"{'ovh med s':>10}{'ovh p95 s':>10}{'wall s':>9}"
