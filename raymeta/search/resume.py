@@ -25,7 +25,7 @@ import os
 
 from ray import tune
 
-from raymeta.search.searcher import load_checkpoint_state
+from raymeta.search.checkpoint import load_checkpoint_state
 
 __all__ = ["newest_complete_session", "restorable"]
 

@@ -61,11 +61,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
-import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -74,6 +72,15 @@ import torch
 from ray.tune.search import Searcher
 
 from raymeta.errors import SearcherSetupError, SearchSpaceError
+from raymeta.search.checkpoint import (
+    STATE_VERSION,
+    check_version,
+    load_checkpoint_state,
+    tasks_from_arrays,
+    tasks_to_arrays,
+    write_checkpoint,
+    write_meta_file,
+)
 from raymeta.search.metadata import build_meta_tasks, load_meta_frame
 from raymeta.search.space import (
     SearchSpace,
@@ -83,13 +90,10 @@ from raymeta.search.space import (
 )
 from raymeta.tasks.data import TaskData, validate_meta_tasks
 
-__all__ = ["STATE_VERSION", "ScaMLGPSearch", "load_checkpoint_state"]
+__all__ = ["STATE_VERSION", "ScaMLGPSearch"]
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 2  # 2: meta-data referenced by digest in save(); 1: embedded
-_READABLE_VERSIONS = (1, 2)
-_META_FILE = "scamlgp-meta-{digest}.pkl"
 _SAME_POINT = 1e-9
 
 
@@ -338,7 +342,7 @@ class ScaMLGPSearch(Searcher):
     def _meta_state(self) -> dict[str, Any]:
         states = self._meta_states
         return {
-            "meta_tasks": _tasks_to_arrays(self._meta_tasks),
+            "meta_tasks": tasks_to_arrays(self._meta_tasks),
             "meta_states": None if states is None else [s.to_bytes() for s in states],
         }
 
@@ -348,15 +352,7 @@ class ScaMLGPSearch(Searcher):
         Raises:
             SearcherSetupError: The state has an unknown version.
         """
-        if not isinstance(state, Mapping) or state.get("version") not in (
-            _READABLE_VERSIONS
-        ):
-            got = state.get("version") if isinstance(state, Mapping) else type(state)
-            raise SearcherSetupError(
-                f"cannot restore ScaMLGPSearch state version {got!r}; this raymeta "
-                f"reads versions {_READABLE_VERSIONS}; re-run with the raymeta that "
-                "wrote it"
-            )
+        check_version(state)
         from raymeta.gp.fit import TaskGPState
 
         self._metric, self._mode = state["metric"], state["mode"]
@@ -369,7 +365,7 @@ class ScaMLGPSearch(Searcher):
         self._pending = dict(state["pending"])
         self._points, self._rewards = list(state["points_to_evaluate"]), None
         self._meta_source = self._meta_frame = None
-        self._meta_tasks = _tasks_from_arrays(state["meta_tasks"])
+        self._meta_tasks = tasks_from_arrays(state["meta_tasks"])
         states = state["meta_states"]
         self._meta_states = (
             None if states is None else [TaskGPState.from_bytes(b) for b in states]
@@ -388,8 +384,7 @@ class ScaMLGPSearch(Searcher):
             state.update(self._meta_state())
         else:
             state["meta_ref"] = self._write_meta(os.path.dirname(checkpoint_path))
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(state, f)
+        write_checkpoint(checkpoint_path, state)
 
     def restore(self, checkpoint_path: str) -> None:
         """Load a state written by :meth:`save` (no set_search_properties needed).
@@ -414,14 +409,7 @@ class ScaMLGPSearch(Searcher):
             and os.path.exists(os.path.join(directory, cached[3]))
         ):
             return cached[3]
-        payload = pickle.dumps(self._meta_state())
-        name = _META_FILE.format(digest=hashlib.sha256(payload).hexdigest()[:32])
-        path = os.path.join(directory, name)
-        if not os.path.exists(path):
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(payload)
-            os.replace(tmp, path)
+        name = write_meta_file(directory, self._meta_state())
         self._meta_file_cache = (self._meta_tasks, self._meta_states, directory, name)
         return name
 
@@ -650,52 +638,3 @@ def _all_tasks(values: Sequence[Any]) -> bool:
 
 def _stack(points: list[np.ndarray]) -> torch.Tensor | None:
     return torch.from_numpy(np.stack(points)) if points else None
-
-
-def load_checkpoint_state(checkpoint_path: str) -> Any:
-    """The state in a searcher checkpoint, with its referenced meta-data merged in.
-
-    Reads any pickled searcher checkpoint; for a :class:`ScaMLGPSearch` one that
-    names a meta-data file, that file must be beside it and intact.
-
-    Raises:
-        SearcherSetupError: The referenced meta-data file is missing or corrupt.
-    """
-    with open(checkpoint_path, "rb") as f:
-        state = pickle.load(f)
-    if isinstance(state, Mapping) and "meta_ref" in state:
-        state = {**state, **_read_meta(checkpoint_path, state["meta_ref"])}
-    return state
-
-
-def _read_meta(checkpoint_path: str, name: str) -> dict[str, Any]:
-    path = os.path.join(os.path.dirname(checkpoint_path), name)
-    if not os.path.exists(path):
-        raise SearcherSetupError(
-            f"searcher checkpoint {checkpoint_path!r} references its meta-data file "
-            f"{name!r}, which is not in {os.path.dirname(path) or '.'!r}; save() "
-            "writes it beside the checkpoint: copy it along with the checkpoint"
-        )
-    with open(path, "rb") as f:
-        payload = f.read()
-    if _META_FILE.format(digest=hashlib.sha256(payload).hexdigest()[:32]) != name:
-        raise SearcherSetupError(
-            f"meta-data file {path!r} is truncated or corrupt (its content does not "
-            "match the digest in its name); restore from an intact copy of the "
-            "experiment directory"
-        )
-    return pickle.loads(payload)
-
-
-def _tasks_to_arrays(tasks: list[TaskData] | None) -> list[tuple] | None:
-    if tasks is None:
-        return None
-    return [(t.task_id, t.X.numpy().copy(), t.y.numpy().copy()) for t in tasks]
-
-
-def _tasks_from_arrays(arrays: list[tuple] | None) -> list[TaskData] | None:
-    if arrays is None:
-        return None
-    return [
-        TaskData(tid, torch.from_numpy(X), torch.from_numpy(y)) for tid, X, y in arrays
-    ]
