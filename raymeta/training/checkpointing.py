@@ -39,7 +39,9 @@ from raymeta.errors import TrainingSetupError
 
 __all__ = [
     "TrainingState",
+    "checkpoint_dir_name",
     "load_checkpoint",
+    "newest_checkpoint",
     "report_checkpoint",
     "report_metrics",
     "restore_from_ray",
@@ -47,6 +49,7 @@ __all__ = [
 ]
 
 SHARED_FILE = "shared.pt"
+CHECKPOINT_PREFIX = "checkpoint_step"
 
 
 def _rank_file(rank: int) -> str:
@@ -214,8 +217,28 @@ def report_checkpoint(
         ray.train.report(
             _plain(metrics),
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
-            checkpoint_dir_name=f"checkpoint_step{state.step:09d}",
+            checkpoint_dir_name=checkpoint_dir_name(state.step),
         )
+
+
+def checkpoint_dir_name(step: int) -> str:
+    """Name of the checkpoint directory of ``step`` (sorts by step as a string)."""
+    return f"{CHECKPOINT_PREFIX}{step:09d}"
+
+
+def newest_checkpoint(storage_path: str | Path, run_name: str) -> Path | None:
+    """The latest checkpoint directory of a run on local storage, if any.
+
+    Args:
+        storage_path: The run's ``storage_path`` (a local directory).
+        run_name: The run's name.
+
+    Returns:
+        ``storage_path/run_name/checkpoint_step<step>`` with the highest step, or
+        None when the run wrote no checkpoint.
+    """
+    found = sorted((Path(storage_path) / run_name).glob(f"{CHECKPOINT_PREFIX}*"))
+    return found[-1] if found else None
 
 
 def restore_from_ray(state: TrainingState, *, rank: int) -> bool:

@@ -316,8 +316,12 @@ def fit_hetrom(
 
     Returns:
         Ray's ``Result``; ``result.return_value`` is rank 0's loop return value.
+
+    Raises:
+        TrainingFailedError: Workers failed more often than ``cfg.max_failures``
+            allows; the message names the newest checkpoint to resume from.
     """
-    from raymeta.training.trainer import build_trainer
+    from raymeta.training.trainer import build_trainer, fit_trainer
 
     # workers run in other directories: pin local paths before shipping the config
     cfg = dataclasses.replace(
@@ -337,7 +341,13 @@ def fit_hetrom(
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
     )
-    return trainer.fit()
+    return fit_trainer(
+        trainer,
+        method="HeTRoM",
+        run_name=run_name,
+        storage_path=cfg.storage_path,
+        max_failures=cfg.max_failures,
+    )
 
 
 def _absolute(path: str) -> str:

@@ -21,14 +21,18 @@ Each worker runs :func:`sama_train_loop` with a config dict (the fields of
 On start the loop resumes from ``ray.train.get_checkpoint()`` (a retry after a worker
 failure, or a rerun with the same run name) and reports ``attempt`` and
 ``restored_from_step``. Rank 0 returns a summary dict (``Result.return_value``):
-history, final accuracies, learned per-example weights, parameter vectors and
-per-rank checksums. Store writes happen in the job layer from that summary.
+history, final accuracies, learned per-example weights, parameter vectors,
+per-rank checksums and ``attempt_started_at`` (``time.time()`` when this attempt's
+loop began, to time restarts). Store writes happen in the job layer from that summary.
 
 Test hooks in the config dict (not in the job config): ``fail_rank`` exits once
 after the report of each step in ``fail_at_steps`` (a list) or of
 ``fail_once_at_step``, remembering the failures done in the file ``fail_marker``;
-``debug_dir`` makes every rank dump the inputs and output of its first meta step
-there.
+``stop_at_step`` (a meta step) makes ``fail_rank`` send itself ``SIGSTOP`` once, right
+before that step's meta-gradient all-reduce, so the other ranks hang in the collective
+until its timeout (recorded with the PID in ``fail_marker``, so a restarted rank does
+not stop again); ``debug_dir`` makes every rank dump the inputs and output of its
+first meta step there.
 
 Pruning (``application="prune"``): λ is :class:`~raymeta.metalearn.pruning.PruningNet`
 with hard Gumbel keep weights; an EMA teacher of θ is updated after every base step
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +55,7 @@ import numpy as np
 import torch
 
 from raymeta.config import SamaJobConfig
-from raymeta.errors import TrainingFailedError, TrainingSetupError
+from raymeta.errors import TrainingSetupError
 from raymeta.metalearn.problem import (
     BilevelProblem,
     trainable_parameters,
@@ -84,7 +89,6 @@ __all__ = [
     "derive_seed",
     "fit_sama",
     "load_dataset",
-    "newest_checkpoint",
     "preflight",
     "pruning_score_steps",
     "state_dict_checksum",
@@ -99,6 +103,7 @@ _HOOK_KEYS = (
     "fail_at_steps",
     "fail_rank",
     "fail_marker",
+    "stop_at_step",
     "debug_dir",
     "run_id",
 )
@@ -224,6 +229,7 @@ def _setup(config: dict[str, Any]) -> _Run:
 
     hooks = {k: config[k] for k in _HOOK_KEYS if k in config}
     cfg = SamaJobConfig(**{k: v for k, v in config.items() if k not in _HOOK_KEYS})
+    _check_stop_hook(cfg, hooks)
     ctx = ray.train.get_context()
     return _build_run(
         cfg,
@@ -233,6 +239,19 @@ def _setup(config: dict[str, Any]) -> _Run:
         device=ray.train.torch.get_device(),
         wrap=lambda m: ray.train.torch.prepare_model(m, move_to_device=False),
     )
+
+
+def _check_stop_hook(cfg: SamaJobConfig, hooks: dict[str, Any]) -> None:
+    stop = hooks.get("stop_at_step")
+    if stop is None:
+        return
+    if cfg.application == "plain" or stop % cfg.unroll_steps or not 0 < stop:
+        raise TrainingSetupError(
+            f"stop_at_step must be a meta step (a positive multiple of unroll_steps="
+            f"{cfg.unroll_steps}, application != 'plain'), got {stop}"
+        )
+    if "fail_rank" not in hooks or "fail_marker" not in hooks:
+        raise TrainingSetupError("stop_at_step needs fail_rank and fail_marker")
 
 
 def _build_run(
@@ -364,6 +383,7 @@ def _meta_step(
     run: _Run,
     base_batch: tuple[torch.Tensor, ...],
     meta_batch: tuple[torch.Tensor, ...],
+    step: int,
 ) -> dict[str, float]:
     cfg = run.cfg
     result = sama_hypergradient(
@@ -379,6 +399,7 @@ def _meta_step(
     )
     local = [g.clone() for g in result.grads]
     grads = result.grads
+    _maybe_stop(run, step)
     collectives.all_reduce_mean_(grads, tag="meta_grad")
     if "debug_dir" in run.hooks and run.state.extra.get("meta_steps", 0) == 0:
         _dump_meta_step(run, base_batch, meta_batch, local, grads)
@@ -449,6 +470,26 @@ def _maybe_fail(run: _Run, step: int) -> None:
     os._exit(1)
 
 
+def _maybe_stop(run: _Run, step: int) -> None:
+    """Test hook: ``SIGSTOP`` ``fail_rank`` once at ``stop_at_step`` (marker file).
+
+    Called right before the meta-gradient all-reduce: the other ranks enter the
+    collective and hang in it until the process group's timeout fails them.
+    """
+    hooks = run.hooks
+    if hooks.get("stop_at_step") != step or hooks.get("fail_rank") != run.rank:
+        return
+    marker = Path(hooks["fail_marker"])
+    line = f"rank {run.rank} stopped at step {step}"
+    if marker.exists() and any(
+        done.startswith(line) for done in marker.read_text().splitlines()
+    ):
+        return
+    with marker.open("a") as f:
+        f.write(f"{line} pid {os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def pruning_score_steps(cfg: SamaJobConfig) -> list[int]:
     """Steps whose deterministic pruning scores are averaged into the final scores.
 
@@ -487,6 +528,7 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
         TrainingSetupError: The problem is set up wrongly (checked before step 1).
         RankDivergenceError: θ or λ differ between ranks.
     """
+    started_at = time.time()
     run = _setup(config)
     cfg, state = run.cfg, run.state
     restored = restore_from_ray(state, rank=run.rank)
@@ -515,7 +557,7 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
                 (0, 1),
                 run.device,
             )
-            metrics.update(_meta_step(run, batch, meta_batch))
+            metrics.update(_meta_step(run, batch, meta_batch, step))
             if cfg.check_every and state.extra["meta_steps"] % cfg.check_every == 0:
                 _check_ranks(run)
         state.step = step
@@ -534,6 +576,7 @@ def sama_train_loop(config: dict[str, Any]) -> dict[str, Any] | None:
     return {
         **_summary(run, checksums, time.perf_counter() - start),
         "node_ids": node_ids,
+        "attempt_started_at": started_at,
     }
 
 
@@ -668,9 +711,7 @@ def fit_sama(
         TrainingFailedError: Workers failed more often than ``cfg.max_failures``
             allows; the message names the newest checkpoint to resume from.
     """
-    import ray.train
-
-    from raymeta.training.trainer import build_trainer
+    from raymeta.training.trainer import build_trainer, fit_trainer
 
     run_name = run_name or cfg.run_name
     preflight(cfg)
@@ -686,35 +727,12 @@ def fit_sama(
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
     )
-    try:
-        return trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        raise _training_failed(err, cfg, run_name) from err
-
-
-def newest_checkpoint(storage_path: str, run_name: str) -> Path | None:
-    """The latest ``checkpoint_step*`` directory of a run on local storage, if any."""
-    found = sorted((Path(storage_path) / run_name).glob("checkpoint_step*"))
-    return found[-1] if found else None
-
-
-def _training_failed(
-    err: Exception, cfg: SamaJobConfig, run_name: str
-) -> TrainingFailedError:
-    cause = " ".join(str(err).split())  # Ray's message spans lines; keep its start
-    if len(cause) > 300:
-        cause = cause[:297] + "..."
-    newest = newest_checkpoint(cfg.storage_path, run_name)
-    where = (
-        f"the newest checkpoint is {newest}"
-        if newest is not None
-        else f"no checkpoint was written under {Path(cfg.storage_path) / run_name}"
-    )
-    return TrainingFailedError(
-        f"SAMA run {run_name!r} failed after using up max_failures="
-        f"{cfg.max_failures} ({type(err).__name__}: {cause}); restore path: {where}. "
-        "Fix the cause, then rerun with the same run_name and storage_path to resume "
-        "from it (or raise max_failures)."
+    return fit_trainer(
+        trainer,
+        method="SAMA",
+        run_name=run_name,
+        storage_path=cfg.storage_path,
+        max_failures=cfg.max_failures,
     )
 
 

@@ -1,9 +1,12 @@
 """Build a Ray Train V2 ``TorchTrainer`` for any raymeta per-worker loop.
 
-One function, :func:`build_trainer`, translates flat, typed arguments into Ray's
+:func:`build_trainer` translates flat, typed arguments into Ray's
 ``ScalingConfig`` / ``RunConfig`` / ``FailureConfig`` / ``CheckpointConfig`` /
-``TorchConfig``. It is method-agnostic: SAMA and HeTRoM pass their own loop function
-and loop config.
+``TorchConfig``; :func:`fit_trainer` runs it and turns Ray's
+``TrainingFailedError`` (failure budget used up) into
+:class:`raymeta.errors.TrainingFailedError` naming the newest checkpoint
+(:func:`training_failed_error`). Both are method-agnostic: SAMA and HeTRoM pass their
+own loop function and loop config.
 
 Defaults that matter on purpose:
 
@@ -25,7 +28,7 @@ Example:
 
 from __future__ import annotations
 
-import datetime
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,12 @@ from typing import Any
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from raymeta.errors import TrainingSetupError
+from raymeta.errors import TrainingFailedError, TrainingSetupError
+from raymeta.training.checkpointing import newest_checkpoint
 
-__all__ = ["build_trainer"]
+__all__ = ["build_trainer", "fit_trainer", "training_failed_error"]
+
+_CAUSE_CHARS = 300
 
 
 def build_trainer(
@@ -65,7 +71,8 @@ def build_trainer(
         cpus_per_worker: CPUs reserved per worker (fractions allowed).
         max_failures: Worker-group restarts allowed (-1 = unlimited).
         num_to_keep: Checkpoints kept on storage (None keeps all).
-        timeout_minutes: Collective timeout of the torch process group.
+        timeout_minutes: Collective timeout of the torch process group (rounded up
+            to whole seconds).
         backend: torch.distributed backend; None picks gloo on CPU, nccl on GPU.
         placement_strategy: How workers are placed on nodes ("PACK", "SPREAD",
             "STRICT_PACK", "STRICT_SPREAD").
@@ -95,7 +102,7 @@ def build_trainer(
         train_loop_config=loop_config,
         torch_config=TorchConfig(
             backend=backend,
-            timeout_s=int(datetime.timedelta(minutes=timeout_minutes).total_seconds()),
+            timeout_s=math.ceil(timeout_minutes * 60),
         ),
         scaling_config=ScalingConfig(
             num_workers=num_workers,
@@ -109,4 +116,84 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
         ),
+    )
+
+
+def fit_trainer(
+    trainer: TorchTrainer,
+    *,
+    method: str,
+    run_name: str,
+    storage_path: str | Path,
+    max_failures: int,
+) -> Any:
+    """``trainer.fit()``; a used-up failure budget raises naming the restore path.
+
+    Args:
+        trainer: From :func:`build_trainer`.
+        method: Name used in the error message (e.g. ``"SAMA"``).
+        run_name: As passed to :func:`build_trainer`.
+        storage_path: As passed to :func:`build_trainer`.
+        max_failures: As passed to :func:`build_trainer`.
+
+    Returns:
+        Ray's ``Result``.
+
+    Raises:
+        TrainingFailedError: Workers failed more often than ``max_failures`` allows
+            (see :func:`training_failed_error`).
+    """
+    import ray.train
+
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise training_failed_error(
+            err,
+            method=method,
+            run_name=run_name,
+            storage_path=storage_path,
+            max_failures=max_failures,
+        ) from err
+
+
+def training_failed_error(
+    err: Exception,
+    *,
+    method: str,
+    run_name: str,
+    storage_path: str | Path,
+    max_failures: int,
+) -> TrainingFailedError:
+    """The error to raise when a run used up its failure budget.
+
+    Names the run, ``max_failures``, the start of Ray's message, the newest
+    checkpoint (:func:`~raymeta.training.checkpointing.newest_checkpoint`; on remote
+    storage, the run directory) and how to resume from it.
+
+    Args:
+        err: Ray's exception (any exception; its type and message are quoted).
+        method: Name used in the message (e.g. ``"SAMA"``, ``"HeTRoM"``).
+        run_name: The run's name.
+        storage_path: The run's storage path (local directory or URI).
+        max_failures: The failure budget that was used up.
+    """
+    cause = " ".join(str(err).split())  # Ray's message spans lines; keep its start
+    if len(cause) > _CAUSE_CHARS:
+        cause = cause[: _CAUSE_CHARS - 3] + "..."
+    run_dir = f"{str(storage_path).rstrip('/')}/{run_name}"
+    if "://" in str(storage_path):
+        where = f"the newest checkpoint_step* directory under {run_dir}"
+    else:
+        newest = newest_checkpoint(storage_path, run_name)
+        where = (
+            f"the newest checkpoint is {newest}"
+            if newest is not None
+            else f"no checkpoint was written under {run_dir}"
+        )
+    return TrainingFailedError(
+        f"{method} run {run_name!r} failed after using up max_failures="
+        f"{max_failures} ({type(err).__name__}: {cause}); restore path: {where}. "
+        "Fix the cause, then rerun with the same run_name and storage_path to resume "
+        "from it (or raise max_failures)."
     )

@@ -6,7 +6,9 @@ import torch
 from raymeta.errors import TrainingSetupError
 from raymeta.training.checkpointing import (
     TrainingState,
+    checkpoint_dir_name,
     load_checkpoint,
+    newest_checkpoint,
     save_checkpoint,
 )
 
@@ -82,3 +84,11 @@ def test_unknown_saved_name_is_a_clear_error(tmp_path) -> None:
     del state.optimizers["meta"]
     with pytest.raises(TrainingSetupError, match="optimizer named 'meta'"):
         load_checkpoint(state, tmp_path, rank=0)
+
+
+def test_newest_checkpoint_picks_the_highest_step(tmp_path):
+    assert newest_checkpoint(str(tmp_path), "run") is None
+    for step in (9, 40, 20):
+        (tmp_path / "run" / checkpoint_dir_name(step)).mkdir(parents=True)
+    (tmp_path / "run" / "other").mkdir()
+    assert newest_checkpoint(str(tmp_path), "run").name == "checkpoint_step000000040"

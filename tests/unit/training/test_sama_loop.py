@@ -10,10 +10,10 @@ from raymeta.errors import ConfigError, TrainingSetupError
 from raymeta.training.sama_loop import (
     _base_step,
     _build_run,
+    _check_stop_hook,
     build_mlp,
     derive_seed,
     load_dataset,
-    newest_checkpoint,
     preflight,
     pruning_score_steps,
     state_dict_checksum,
@@ -123,8 +123,11 @@ def test_prune_run_checkpoints_the_teacher_and_updates_it_after_base_steps():
     assert state_dict_checksum(run.state.modules) != checksum
 
 
-def test_newest_checkpoint_picks_the_highest_step(tmp_path):
-    assert newest_checkpoint(str(tmp_path), "run") is None
-    for step in (9, 40, 20):
-        (tmp_path / "run" / f"checkpoint_step{step:09d}").mkdir(parents=True)
-    assert newest_checkpoint(str(tmp_path), "run").name == "checkpoint_step000000040"
+def test_stop_hook_must_name_a_meta_step():
+    cfg = parse_config({**TINY, "unroll_steps": 2})
+    hooks = dict(fail_rank=1, fail_marker="m")
+    _check_stop_hook(cfg, {**hooks, "stop_at_step": 26})
+    with pytest.raises(TrainingSetupError, match="multiple of unroll_steps=2, .*25"):
+        _check_stop_hook(cfg, {**hooks, "stop_at_step": 25})
+    with pytest.raises(TrainingSetupError, match="needs fail_rank and fail_marker"):
+        _check_stop_hook(cfg, {"stop_at_step": 26})
