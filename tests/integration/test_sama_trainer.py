@@ -9,7 +9,10 @@ worker failures and ``max_failures=1``.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,12 +20,11 @@ import torch
 from raymeta.errors import TrainingFailedError
 from raymeta.metalearn.reweighting import MetaWeightNet, ReweightingProblem
 from raymeta.metalearn.sama import sama_hypergradient
-from raymeta.training.checkpointing import load_checkpoint
+from raymeta.training.checkpointing import load_checkpoint, newest_checkpoint
 from raymeta.training.sama_loop import (
     _build_run,
     build_mlp,
     fit_sama,
-    newest_checkpoint,
     sama_train_loop,
     state_dict_checksum,
 )
@@ -53,7 +55,7 @@ CONFIG = dict(
 )
 
 
-def fit(tmp_path, name, max_failures=0, **hooks):
+def fit(tmp_path, name, max_failures=0, timeout_minutes=2.0, **hooks):
     trainer = build_trainer(
         sama_train_loop,
         {**CONFIG, **hooks},
@@ -61,7 +63,7 @@ def fit(tmp_path, name, max_failures=0, **hooks):
         storage_path=tmp_path / "runs",
         num_workers=2,
         max_failures=max_failures,
-        timeout_minutes=2,
+        timeout_minutes=timeout_minutes,
     )
     return trainer.fit()
 
@@ -214,3 +216,108 @@ def test_rerun_with_same_name_resumes_and_results_reach_the_store(ray_local, tmp
     metrics = store.to_pandas("metrics")
     final = metrics[metrics["name"] == "summary/test_acc"]
     assert final["value"].tolist() == [second["test_acc"]]
+
+
+# C3 (hang instead of crash). Rank 1 sends itself SIGSTOP right before the
+# meta-gradient all-reduce; rank 0 blocks in that all-reduce until the gloo timeout
+# (TorchConfig(timeout_s=30)) fails it. The spec says step 25; with unroll_steps=2
+# step 25 has no meta step, so the stop happens at step 26, the first meta step after
+# it. The newest checkpoint before it is step 20.
+STOP_STEP = 26
+HANG_LIMIT_S = 90  # ray #22349: without a collective timeout the hang lasts 30 min
+
+
+def _stopped_pid(marker):
+    """PID of the rank that stopped itself (from the hook's marker line), if any."""
+    if not marker.exists():
+        return None
+    return int(marker.read_text().split()[-1])
+
+
+def _process_state(pid):
+    """The /proc state letter of ``pid`` ("T" = stopped), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _reaped(pid, wait_s=20.0):
+    """True once ``pid`` no longer exists (zombies count as alive), polling."""
+    deadline = time.monotonic() + wait_s
+    while _process_state(pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _process_state(pid) is None
+
+
+def _kill_if_still_stopped(pid):
+    """Clean-up: SIGKILL a leaked, still stopped Ray worker (by PID, checked)."""
+    if pid is None or _process_state(pid) != "T":
+        return
+    if b"ray::" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_stopped_worker_times_out_restarts_and_matches_reference(reference, tmp_path):
+    ref_result, _ = reference
+    marker = tmp_path / "stopped-once"
+    try:
+        result = fit(
+            tmp_path,
+            "stopped",
+            max_failures=1,
+            timeout_minutes=0.5,
+            stop_at_step=STOP_STEP,
+            fail_rank=1,
+            fail_marker=str(marker),
+        )
+        pid = _stopped_pid(marker)
+        assert marker.read_text().splitlines() == [
+            f"rank 1 stopped at step {STOP_STEP} pid {pid}"
+        ]
+        assert result.error is None
+        summary, ref = result.return_value, ref_result.return_value
+        restart_s = summary["attempt_started_at"] - marker.stat().st_mtime
+        print(f"SIGSTOP -> restarted attempt began: {restart_s:.1f} s")
+        assert 0 < restart_s < HANG_LIMIT_S
+        assert summary["attempt"] == 2
+        assert summary["restored_from_step"] == 20
+        assert summary["steps"] == 60
+        for key in ("base_params", "meta_params"):
+            got, want = torch.as_tensor(summary[key]), torch.as_tensor(ref[key])
+            assert torch.allclose(got, want, atol=1e-6, rtol=0), key
+        # Ray killed the stopped worker when it tore the group down
+        assert _reaped(pid), f"stopped worker {pid} leaked ({_process_state(pid)})"
+    finally:
+        _kill_if_still_stopped(_stopped_pid(marker))
+
+
+def test_stopped_worker_without_restarts_fails_instead_of_hanging(ray_local, tmp_path):
+    from raymeta.config import parse_config
+
+    cfg = parse_config(
+        {
+            **CONFIG,
+            "steps": 20,
+            "storage_path": str(tmp_path / "runs"),
+            "num_workers": 2,
+            "max_failures": 0,
+            "timeout_minutes": 0.5,
+        }
+    )
+    marker = tmp_path / "stopped"
+    hooks = dict(stop_at_step=12, fail_rank=1, fail_marker=str(marker))
+    try:
+        with pytest.raises(TrainingFailedError, match="max_failures=0") as err:
+            fit_sama(cfg, run_name="stopped", hooks=hooks)
+        hang_s = time.time() - marker.stat().st_mtime
+        print(f"SIGSTOP -> TrainingFailedError: {hang_s:.1f} s")
+        assert hang_s < HANG_LIMIT_S
+        newest = newest_checkpoint(cfg.storage_path, "stopped")
+        assert newest is not None and newest.name == "checkpoint_step000000010"
+        assert str(newest) in str(err.value)
+        pid = _stopped_pid(marker)
+        assert _reaped(pid), f"stopped worker {pid} leaked ({_process_state(pid)})"
+    finally:
+        _kill_if_still_stopped(_stopped_pid(marker))
