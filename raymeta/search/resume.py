@@ -78,11 +78,12 @@ def _expected(file: str) -> bool:
 
 def _loads(file: str) -> bool:
     try:
-        if file.endswith(".json"):
+        if os.path.basename(file).startswith("experiment_state-"):
             with open(file) as f:
-                state = json.load(f)
-            return "trial_data" in state if "experiment_state" in file else True
-        load_checkpoint_state(file)  # any searcher's pickle; ScaMLGP's meta file too
+                return "trial_data" in json.load(f)
+        # search_gen_state-*.json is a (cloud)pickle despite its name; the searcher
+        # state may reference ScaMLGPSearch's meta-data file, which is checked too
+        load_checkpoint_state(file)
         return True
     except Exception:  # truncated, empty or missing: not a usable session
         return False

@@ -15,7 +15,8 @@ OLD, NEW = "2026-01-01_00-00-00", "2026-01-01_00-00-09"
 def _session(path, stamp, *, truncated: str | None = None):
     files = {
         f"experiment_state-{stamp}.json": json.dumps({"trial_data": []}).encode(),
-        f"search_gen_state-{stamp}.json": json.dumps({"counter": 1}).encode(),
+        # Tune pickles the search generator's state into a file named ".json"
+        f"search_gen_state-{stamp}.json": pickle.dumps({"counter": 1}),
         f"searcher-state-{stamp}.pkl": pickle.dumps({"_metric": "loss"}),
     }
     for name, data in files.items():
