@@ -41,10 +41,13 @@ _SESSION_FILES = (
 def restorable(path: str) -> bool:
     """Whether ``Tuner.restore(path)`` can resume the experiment at ``path``.
 
-    Sets aside truncated newer sessions (see the module docstring) on the way.
+    Sets aside truncated newer sessions (see the module docstring) on the way;
+    remote (``scheme://``) paths are only checked with ``Tuner.can_restore``.
     """
     if not tune.Tuner.can_restore(path):
         return False
+    if "://" in path:  # remote storage: no local repair, trust Tune
+        return True
     return newest_complete_session(path) is not None
 
 

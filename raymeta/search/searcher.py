@@ -204,6 +204,8 @@ class ScaMLGPSearch(Searcher):
         self._y: list[float] = []
         self._failed: list[np.ndarray] = []
         self._pending: dict[str, np.ndarray] = {}
+        self._completed: set[str] = set()  # trial ids already recorded
+        self._unconfirmed: set[str] = set()  # restored pending ids, maybe ghosts
         self._num_suggested = 0
         self._target_state: Any = None
         if space:
@@ -267,7 +269,8 @@ class ScaMLGPSearch(Searcher):
         self._require_ready()
         if trial_id in self._pending:
             return self._config_of(self._pending[trial_id])
-        if self._max_concurrent and len(self._pending) >= self._max_concurrent:
+        live = len(self._pending.keys() - self._unconfirmed)
+        if self._max_concurrent and live >= self._max_concurrent:
             return None
         x = self._next_point()
         self._pending[trial_id] = x
@@ -277,10 +280,21 @@ class ScaMLGPSearch(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        """Record a finished trial; bad or missing results become failed points."""
+        """Record a finished trial; bad or missing results become failed points.
+
+        Each trial id is recorded once. A trial this searcher has no pending entry
+        for (its state was restored from a checkpoint older than Tune's experiment
+        state) is recorded from the ``config`` in its result.
+        """
+        if trial_id in self._completed:
+            return
+        self._unconfirmed.discard(trial_id)
         x = self._pending.pop(trial_id, None)
+        if x is None:
+            x = self._config_point(result)
         if x is None or (result is None and not error):
             return
+        self._completed.add(trial_id)
         value = None if error else self._value_of(result)
         if value is None:
             log.info("trial %s failed or gave no finite %r", trial_id, self._metric)
@@ -288,6 +302,17 @@ class ScaMLGPSearch(Searcher):
             return
         self._X.append(x)
         self._y.append(value)
+
+    def _config_point(self, result: Mapping[str, Any] | None) -> np.ndarray | None:
+        """The unit-cube point of ``result["config"]`` (None if absent/outside)."""
+        config = (result or {}).get("config")
+        if self._space is None or not isinstance(config, Mapping):
+            return None
+        try:
+            return self._space.encode(config)
+        except SearchSpaceError:
+            log.warning("ignoring a finished trial whose config is not in the space")
+            return None
 
     def add_evaluated_point(
         self,
@@ -335,6 +360,7 @@ class ScaMLGPSearch(Searcher):
             "y": list(self._y),
             "failed": [x.copy() for x in self._failed],
             "pending": {k: v.copy() for k, v in self._pending.items()},
+            "completed": sorted(self._completed),
             "points_to_evaluate": [dict(p) for p in self._points],
             "target_state": self._target_state,
         }
@@ -363,6 +389,10 @@ class ScaMLGPSearch(Searcher):
         self._X, self._y = list(state["X"]), list(state["y"])
         self._failed = list(state["failed"])
         self._pending = dict(state["pending"])
+        self._completed = set(state.get("completed", ()))
+        # Tune's experiment state may be older than this checkpoint: pending trials
+        # it never recorded will not complete, so they must not hold a slot.
+        self._unconfirmed = set(self._pending)
         self._points, self._rewards = list(state["points_to_evaluate"]), None
         self._meta_source = self._meta_frame = None
         self._meta_tasks = tasks_from_arrays(state["meta_tasks"])

@@ -7,7 +7,9 @@ wraps it in a :class:`TimedSearcher` (per-suggestion overhead) and a
 store is given, and either starts the experiment or, when its directory already holds
 a restorable run, resumes it with ``Tuner.restore`` (so a resubmitted job finishes the
 same experiment instead of starting over; :func:`~raymeta.search.resume.restorable`
-first sets aside state files a killed driver left truncated). A run that ends with
+first sets aside state files a killed driver left truncated; on a local storage path
+Tune writes through :func:`~raymeta.results.atomic_fs.atomic_local_filesystem`, so
+its state files are never truncated in the first place). A run that ends with
 fewer trials than asked raises :class:`~raymeta.errors.TuningIncompleteError` instead
 of passing for a finished one.
 
@@ -29,6 +31,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from raymeta.errors import ConfigError, TuningIncompleteError
+from raymeta.results.atomic_fs import atomic_local_filesystem
 from raymeta.search.callback import StoreCallback
 from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
@@ -180,15 +183,22 @@ def run_family_tuning(
     Returns:
         The result grid and the timing wrapper (``None`` for a resumed run).
     """
-    storage_path = os.path.abspath(storage_path)
+    if "://" not in storage_path:
+        storage_path = os.path.abspath(storage_path)
     path = os.path.join(storage_path, experiment)
     # Tune saves its experiment state at most every 10 s by default ("auto"); trials
     # finished after the last save are run again on restore. Save after every step,
     # so a stopped job loses at most the trials in flight (unless the user chose).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     trainable = family_trainable(study.target, noise_seed=study.seed)
+    storage_fs = atomic_local_filesystem() if "://" not in storage_path else None
     if restorable(path):
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+        tuner = tune.Tuner.restore(
+            path,
+            trainable=trainable,
+            resume_errored=True,
+            storage_filesystem=storage_fs,
+        )
         return _complete(tuner.fit(), num_samples, path), None
     timed = TimedSearcher(searcher)
     callbacks = []
@@ -215,7 +225,11 @@ def run_family_tuning(
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=experiment, storage_path=storage_path, callbacks=callbacks, verbose=0
+            name=experiment,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            callbacks=callbacks,
+            verbose=0,
         ),
     )
     return _complete(tuner.fit(), num_samples, path), timed

@@ -20,6 +20,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from raymeta.results import ResultStore
+from raymeta.results.atomic_fs import atomic_local_filesystem
 from raymeta.search.callback import StoreCallback
 from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
@@ -84,6 +85,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=STRESS_EXPERIMENT if stress else EXPERIMENT,
             storage_path=storage,
+            storage_filesystem=atomic_local_filesystem(),
             callbacks=callbacks,
             verbose=0,
         ),
@@ -97,7 +99,10 @@ def run_stress(storage: str, num_samples: int) -> None:
     path = os.path.join(storage, STRESS_EXPERIMENT)
     if restorable(path):
         tuner = tune.Tuner.restore(
-            path, trainable=stress_objective, resume_errored=True
+            path,
+            trainable=stress_objective,
+            resume_errored=True,
+            storage_filesystem=atomic_local_filesystem(),
         )
     else:
         tuner = build_tuner(storage, None, num_samples, stress=True)

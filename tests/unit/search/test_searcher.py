@@ -469,3 +469,36 @@ def test_warm_start_beats_no_meta_data_on_branin_family():
     wins = sum(m < w for m, w in zip(with_meta, without))
     assert np.median(with_meta) < np.median(without), (with_meta, without)
     assert wins >= 3, (with_meta, without)
+
+
+def test_each_trial_is_recorded_once_even_if_the_searcher_lost_track_of_it():
+    # Tune's experiment state can be newer than the searcher checkpoint it restores
+    # (Tune copies its state files one by one): trials the searcher never suggested
+    # still complete, and trials it already recorded may be re-run.
+    searcher = ScaMLGPSearch({"a": tune.uniform(0, 5)}, METRIC, "max", seed=0, **FAST)
+    searcher.on_trial_complete("unknown", result={METRIC: 1.0, "config": {"a": 2.0}})
+    assert searcher.num_observations == 1
+    assert searcher.get_state()["X"][0] == pytest.approx([0.4])
+    searcher.on_trial_complete("unknown", result={METRIC: 1.0, "config": {"a": 2.0}})
+    config = searcher.suggest("known")
+    searcher.on_trial_complete("known", result={METRIC: 0.5, "config": config})
+    searcher.on_trial_complete("known", result={METRIC: 0.5, "config": config})
+    assert searcher.num_observations == 2  # no duplicate of either trial
+    searcher.on_trial_complete("alien", result={METRIC: 1.0, "config": {"a": 9.0}})
+    assert searcher.num_observations == 2  # outside the space: ignored
+
+
+def test_restored_pending_trials_do_not_block_new_suggestions(tmp_path):
+    # A restored pending trial may be a ghost Tune never recorded: it must not hold
+    # a concurrency slot forever (that hung a restored run), yet its result counts.
+    searcher = ScaMLGPSearch({"a": tune.uniform(0, 5)}, METRIC, "max", seed=0, **FAST)
+    searcher.set_max_concurrency(1)
+    searcher.suggest("ghost")
+    assert searcher.suggest("blocked") is None
+    searcher.save(str(tmp_path / "ckpt.pkl"))
+    restored = ScaMLGPSearch()
+    restored.restore(str(tmp_path / "ckpt.pkl"))
+    assert restored.suggest("next") is not None
+    assert restored.suggest("over") is None  # "next" holds the one slot
+    restored.on_trial_complete("ghost", result={METRIC: 1.0})
+    assert restored.num_observations == 1 and restored.pending_trials == ["next"]
