@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ __all__ = [
 
 SHARED_FILE = "shared.pt"
 CHECKPOINT_PREFIX = "checkpoint_step"
+RAY_CHECKPOINT_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record
 
 
 def _rank_file(rank: int) -> str:
@@ -227,18 +229,33 @@ def checkpoint_dir_name(step: int) -> str:
 
 
 def newest_checkpoint(storage_path: str | Path, run_name: str) -> Path | None:
-    """The latest checkpoint directory of a run on local storage, if any.
+    """The checkpoint directory a rerun of a run on local storage resumes from.
+
+    Ray Train resumes from the latest checkpoint its controller *registered*, as
+    recorded in ``checkpoint_manager_snapshot.json``. A newer ``checkpoint_step*``
+    directory can exist on storage without being registered (a rank hung or died
+    right after reporting it, before the controller collected every rank's report),
+    so the snapshot is read first; without a readable snapshot, the highest step's
+    directory is returned.
 
     Args:
         storage_path: The run's ``storage_path`` (a local directory).
         run_name: The run's name.
 
     Returns:
-        ``storage_path/run_name/checkpoint_step<step>`` with the highest step, or
-        None when the run wrote no checkpoint.
+        ``storage_path/run_name/checkpoint_step<step>``, or None when the run has
+        no (registered) checkpoint.
     """
-    found = sorted((Path(storage_path) / run_name).glob(f"{CHECKPOINT_PREFIX}*"))
-    return found[-1] if found else None
+    run_dir = Path(storage_path) / run_name
+    try:
+        snapshot = json.loads((run_dir / RAY_CHECKPOINT_SNAPSHOT).read_text())
+        latest = snapshot["latest_checkpoint_result"]
+    except (OSError, ValueError, KeyError, TypeError):
+        found = sorted(run_dir.glob(f"{CHECKPOINT_PREFIX}*"))
+        return found[-1] if found else None
+    if latest is None:
+        return None
+    return run_dir / latest["checkpoint_dir_name"]
 
 
 def restore_from_ray(state: TrainingState, *, rank: int) -> bool:

@@ -474,7 +474,8 @@ def _maybe_stop(run: _Run, step: int) -> None:
     """Test hook: ``SIGSTOP`` ``fail_rank`` once at ``stop_at_step`` (marker file).
 
     Called right before the meta-gradient all-reduce: the other ranks enter the
-    collective and hang in it until the process group's timeout fails them.
+    collective and hang in it until the process group's timeout fails them. The
+    marker line (with the PID) is written before stopping.
     """
     hooks = run.hooks
     if hooks.get("stop_at_step") != step or hooks.get("fail_rank") != run.rank:
@@ -487,6 +488,11 @@ def _maybe_stop(run: _Run, step: int) -> None:
         return
     with marker.open("a") as f:
         f.write(f"{line} pid {os.getpid()}\n")
+    # Ray Train V2 fetches one queued report per worker per health-check poll and
+    # registers a checkpoint only once every rank's report arrived: without this
+    # pause a checkpoint reported a few steps earlier can be lost with the stopped
+    # rank (the run then resumes from the one before; seen in the C3 test).
+    time.sleep(1.0)
     os.kill(os.getpid(), signal.SIGSTOP)
 
 

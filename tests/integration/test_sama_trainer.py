@@ -282,7 +282,12 @@ def test_stopped_worker_times_out_restarts_and_matches_reference(reference, tmp_
         print(f"SIGSTOP -> restarted attempt began: {restart_s:.1f} s")
         assert 0 < restart_s < HANG_LIMIT_S
         assert summary["attempt"] == 2
-        assert summary["restored_from_step"] == 20
+        resumed = summary["restored_from_step"]
+        print(f"resumed from step {resumed}")
+        assert resumed == 20, (
+            f"resumed from step {resumed}: the step-20 checkpoint was reported but "
+            "not registered before rank 1 stopped (see the hook's pause)"
+        )
         assert summary["steps"] == 60
         for key in ("base_params", "meta_params"):
             got, want = torch.as_tensor(summary[key]), torch.as_tensor(ref[key])

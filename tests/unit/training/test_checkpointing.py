@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -92,3 +94,18 @@ def test_newest_checkpoint_picks_the_highest_step(tmp_path):
         (tmp_path / "run" / checkpoint_dir_name(step)).mkdir(parents=True)
     (tmp_path / "run" / "other").mkdir()
     assert newest_checkpoint(str(tmp_path), "run").name == "checkpoint_step000000040"
+
+
+def test_newest_checkpoint_is_the_one_ray_registered(tmp_path):
+    run = tmp_path / "run"
+    for step in (10, 20):
+        (run / checkpoint_dir_name(step)).mkdir(parents=True)
+    snapshot = run / "checkpoint_manager_snapshot.json"
+    # step 20 is on storage but Ray registered only step 10 (a rank hung after 20)
+    latest = {"checkpoint_dir_name": checkpoint_dir_name(10), "metrics": {}}
+    snapshot.write_text(json.dumps({"latest_checkpoint_result": latest}))
+    assert newest_checkpoint(tmp_path, "run") == run / "checkpoint_step000000010"
+    snapshot.write_text(json.dumps({"latest_checkpoint_result": None}))
+    assert newest_checkpoint(tmp_path, "run") is None
+    snapshot.write_text("{trunc")  # unreadable: fall back to the directories
+    assert newest_checkpoint(tmp_path, "run") == run / "checkpoint_step000000020"
