@@ -28,7 +28,11 @@ Behaviour under Tune:
   in the checkpoint: it references them by content digest, and they are written once
   per content to ``scamlgp-meta-<digest>.pkl`` beside it (Tune syncs and restores
   ``*.pkl`` files of the experiment directory), so the checkpoint Tune rewrites
-  at every step stays small whatever the meta-data size.
+  at every step stays small whatever the meta-data size. Tune copies its state files
+  one by one, so a restored checkpoint can be a step older or newer than Tune's trial
+  list: each trial id is recorded once (a completed trial the checkpoint never
+  suggested is recorded from its result's ``config``), and restored pending trials
+  do not hold concurrency slots (one Tune never recorded would never complete).
 - **Failures.** ``on_trial_complete`` with ``error=True``, a missing/non-numeric
   metric or a NaN/inf value never raises and never enters the GP: the point is kept as
   *failed* and passed to the model as ``avoid`` (never re-proposed). A trial removed
