@@ -30,7 +30,7 @@ from ray.tune import Callback
 from raymeta.results import ResultStore
 from raymeta.search.space import flatten_config
 
-__all__ = ["StoreCallback", "trial_row"]
+__all__ = ["ReconcileCallback", "StoreCallback", "trial_row"]
 
 
 class StoreCallback(Callback):
@@ -136,3 +136,30 @@ def _experiment_of(trial: Any) -> str:
 
 def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+class ReconcileCallback(Callback):
+    """Hand Tune's trial list to a searcher once per driver process, after a restore.
+
+    Add ``ReconcileCallback(searcher)`` next to the searcher (the same object, e.g.
+    ``ScaMLGPSearch``; Tune pickles both into one experiment file, so the reference
+    survives ``Tuner.restore``). On the first step of each driver process it calls
+    ``searcher.reconcile(trials)``; see :meth:`ScaMLGPSearch.reconcile`.
+
+    Args:
+        searcher: A searcher with a ``reconcile(trials)`` method.
+    """
+
+    def __init__(self, searcher: Any) -> None:
+        """Remember the searcher; nothing is done before the first step."""
+        self.searcher = searcher
+        self._done = False
+
+    def __getstate__(self) -> dict:
+        return {"searcher": self.searcher, "_done": False}  # redo after a restore
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        """Reconcile on the first step of this process."""
+        if not self._done:
+            self.searcher.reconcile(trials)
+            self._done = True

@@ -307,6 +307,33 @@ class ScaMLGPSearch(Searcher):
         self._X.append(x)
         self._y.append(value)
 
+    def reconcile(self, trials: Sequence[Any]) -> None:
+        """Align the bookkeeping with Tune's trial list (call once after a restore).
+
+        Tune restores its trial list and this searcher's checkpoint from files it
+        wrote one by one, so they can be a step apart. Trials Tune has finished are
+        recorded (once); unfinished ones are tracked as pending; pending entries
+        Tune does not know are dropped. Errored trials are left to complete again if
+        Tune re-runs them.
+
+        Args:
+            trials: Tune ``Trial`` objects (``trial_id``, ``status``, ``config``,
+                ``last_result``), e.g. from a callback's ``on_step_begin``.
+        """
+        known = set()
+        for trial in trials:
+            known.add(trial.trial_id)
+            if trial.status == "TERMINATED":
+                result = {"config": trial.config, **(trial.last_result or {})}
+                self.on_trial_complete(trial.trial_id, result=result)
+            elif trial.status != "ERROR" and trial.trial_id not in self._pending:
+                x = self._config_point({"config": trial.config})
+                if x is not None and trial.trial_id not in self._completed:
+                    self._pending[trial.trial_id] = x
+        for trial_id in [t for t in self._pending if t not in known]:
+            del self._pending[trial_id]
+        self._unconfirmed.clear()
+
     def _config_point(self, result: Mapping[str, Any] | None) -> np.ndarray | None:
         """The unit-cube point of ``result["config"]`` (None if absent/outside)."""
         config = (result or {}).get("config")

@@ -32,7 +32,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from raymeta.errors import ConfigError, TuningIncompleteError
 from raymeta.results.atomic_fs import atomic_local_filesystem
-from raymeta.search.callback import StoreCallback
+from raymeta.search.callback import ReconcileCallback, StoreCallback
 from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
 from raymeta.search.trainables import family_space, family_trainable
@@ -201,7 +201,7 @@ def run_family_tuning(
         )
         return _complete(tuner.fit(), num_samples, path), None
     timed = TimedSearcher(searcher)
-    callbacks = []
+    callbacks = [ReconcileCallback(searcher)] if hasattr(searcher, "reconcile") else []
     if store is not None:
         callbacks.append(
             StoreCallback(

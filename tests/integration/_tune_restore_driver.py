@@ -21,7 +21,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from raymeta.results import ResultStore
 from raymeta.results.atomic_fs import atomic_local_filesystem
-from raymeta.search.callback import StoreCallback
+from raymeta.search.callback import ReconcileCallback, StoreCallback
 from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
 
@@ -72,6 +72,7 @@ def build_tuner(
         **FAST,
     )
     callbacks = [StoreCallback(ResultStore(store), metric="loss")] if store else []
+    callbacks.append(ReconcileCallback(searcher))
     return tune.Tuner(
         stress_objective if stress else objective,
         param_space=SPACE,

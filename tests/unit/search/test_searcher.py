@@ -502,3 +502,25 @@ def test_restored_pending_trials_do_not_block_new_suggestions(tmp_path):
     assert restored.suggest("over") is None  # "next" holds the one slot
     restored.on_trial_complete("ghost", result={METRIC: 1.0})
     assert restored.num_observations == 1 and restored.pending_trials == ["next"]
+
+
+def test_reconcile_aligns_a_restored_searcher_with_tunes_trials():
+    from types import SimpleNamespace as Trial
+
+    searcher = ScaMLGPSearch({"a": tune.uniform(0, 5)}, METRIC, "max", seed=0, **FAST)
+    searcher.suggest("ghost")  # suggested, but Tune never recorded it
+    # "done-unseen" was suggested and finished after this searcher's checkpoint
+    done = Trial(
+        trial_id="done-unseen",
+        status="TERMINATED",
+        config={"a": 1.0},
+        last_result={METRIC: 2.0},
+    )
+    running = Trial(trial_id="running", status="RUNNING", config={"a": 4.0})
+    errored = Trial(trial_id="err", status="ERROR", config={"a": 3.0})
+    searcher.reconcile([done, running, errored])
+    assert searcher.num_observations == 1
+    assert searcher.get_state()["X"][0] == pytest.approx([0.2])
+    assert sorted(searcher.pending_trials) == ["running"]
+    searcher.reconcile([done, running, errored])  # idempotent
+    assert searcher.num_observations == 1
