@@ -17,6 +17,10 @@ import torch
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# A hung (SIGSTOPped) Train worker is torn down after this wait, not Ray's 30 s default:
+# the C3 hang tests then restart in about 45 s instead of 75 s. Ray reads it from the
+# environment the node starts with, so it must be set before ray.init.
+os.environ.setdefault("TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S", "5")
 # Test tensors are tiny: extra intra-op threads only contend with Ray's workers.
 torch.set_num_threads(1)
 
