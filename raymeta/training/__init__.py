@@ -7,7 +7,9 @@ Shared, method-agnostic parts: complete-state checkpoints
 
 from raymeta.training.checkpointing import (
     TrainingState,
+    checkpoint_dir_name,
     load_checkpoint,
+    newest_checkpoint,
     report_checkpoint,
     report_metrics,
     restore_from_ray,
@@ -39,6 +41,8 @@ from raymeta.training.sama_loop import (
 )
 from raymeta.training.trainer import (
     build_trainer,
+    fit_trainer,
+    training_failed_error,
 )
 
 __all__ = [
@@ -52,11 +56,14 @@ __all__ = [
     "broadcast_",
     "build_hetrom_components",
     "build_trainer",
+    "checkpoint_dir_name",
     "fit_hetrom",
     "fit_sama",
+    "fit_trainer",
     "hetrom_summary",
     "hetrom_train_loop",
     "load_checkpoint",
+    "newest_checkpoint",
     "preflight",
     "report_checkpoint",
     "report_metrics",
@@ -66,5 +73,6 @@ __all__ = [
     "summary_metrics",
     "tensor_checksum",
     "train_hetrom_in_process",
+    "training_failed_error",
     "write_sama_results",
 ]
