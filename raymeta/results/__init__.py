@@ -3,7 +3,15 @@
 Every raymeta run writes here; pandas, pyarrow and Ray Data read the files directly.
 """
 
+from raymeta.results.atomic_fs import atomic_local_filesystem
 from raymeta.results.schema import SCHEMA_VERSION, TABLES, TableSpec
 from raymeta.results.store import ResultStore, validate_name
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "ResultStore", "TableSpec", "validate_name"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TABLES",
+    "ResultStore",
+    "TableSpec",
+    "atomic_local_filesystem",
+    "validate_name",
+]

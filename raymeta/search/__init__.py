@@ -4,12 +4,14 @@
 - Meta-data sources: :class:`FrameMetaData`, :class:`StoreMetaData`,
   :class:`TuneMetaData` (or pass a DataFrame / ResultStore / ResultGrid directly).
 - :class:`StoreCallback`: appends every finished trial to the results store, so each
-  run becomes meta-data for the next.
+  run becomes meta-data for the next; :class:`ReconcileCallback` aligns a restored
+  searcher with Tune's trials.
+- :func:`restorable`: whether (and from which intact state) a Tune run can resume.
 - :func:`convert_search_space`: the one place Tune domains map to the unit cube.
 - :func:`fit_meta_tasks`: meta-task GP fits as zero-CPU Ray tasks, cached by content.
 """
 
-from raymeta.search.callback import StoreCallback
+from raymeta.search.callback import ReconcileCallback, StoreCallback
 from raymeta.search.fitting import MetaFitCache, fit_meta_tasks
 from raymeta.search.metadata import (
     FrameMetaData,
@@ -18,6 +20,7 @@ from raymeta.search.metadata import (
     build_meta_tasks,
     load_meta_frame,
 )
+from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
 from raymeta.search.space import (
     SUPPORTED_DOMAINS,
@@ -40,6 +43,7 @@ __all__ = [
     "FrameMetaData",
     "MetaFitCache",
     "Parameter",
+    "ReconcileCallback",
     "ScaMLGPSearch",
     "SearchSpace",
     "StoreCallback",
@@ -55,5 +59,6 @@ __all__ = [
     "fit_meta_tasks",
     "load_meta_frame",
     "record_meta_tasks",
+    "restorable",
     "run_family_tuning",
 ]
