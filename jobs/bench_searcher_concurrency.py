@@ -29,6 +29,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import describe_machine, record_benchmark
+from raymeta.search.callback import PeakRunningCallback
 from raymeta.search.searcher import ScaMLGPSearch
 from raymeta.search.tuning import TimedSearcher
 
@@ -50,25 +51,11 @@ def sleeping_trial(config: dict) -> None:
     tune.report({"loss": (config["x"] - 0.3) ** 2 + config["y"] ** 2})
 
 
-class PeakRunning(tune.Callback):
-    """Counts the trials Tune holds RUNNING at once."""
-
-    def __init__(self) -> None:
-        self.running, self.peak = 0, 0
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running -= 1
-
-
 def wall_time(
     args: argparse.Namespace, max_concurrent: int, storage: str
 ) -> tuple[float, int, float]:
     """Seconds of one Tune run, its peak RUNNING and median seconds per suggestion."""
-    peak = PeakRunning()
+    peak = PeakRunningCallback()
     searcher = TimedSearcher(ScaMLGPSearch(metric="loss", mode="min", seed=args.seed))
     tuner = tune.Tuner(
         tune.with_resources(sleeping_trial, {"cpu": 0.5}),

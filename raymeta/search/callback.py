@@ -30,7 +30,7 @@ from ray.tune import Callback
 from raymeta.results import ResultStore
 from raymeta.search.space import flatten_config
 
-__all__ = ["ReconcileCallback", "StoreCallback", "trial_row"]
+__all__ = ["PeakRunningCallback", "ReconcileCallback", "StoreCallback", "trial_row"]
 
 
 class StoreCallback(Callback):
@@ -163,3 +163,31 @@ class ReconcileCallback(Callback):
         if not self._done:
             self.searcher.reconcile(trials)
             self._done = True
+
+
+class PeakRunningCallback(Callback):
+    """Count the trials Tune holds RUNNING at once (start to complete or error).
+
+    Attributes:
+        running: Trials running now.
+        peak: Most trials running at once so far.
+    """
+
+    def __init__(self) -> None:
+        """Start at zero."""
+        self.running, self.peak = 0, 0
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        """One more trial running."""
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+
+    def on_trial_complete(
+        self, iteration: int, trials: list, trial: Any, **info
+    ) -> None:
+        """One trial fewer."""
+        self.running -= 1
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info) -> None:
+        """One trial fewer."""
+        self.running -= 1

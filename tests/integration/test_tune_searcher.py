@@ -19,6 +19,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
 from raymeta.results import ResultStore
+from raymeta.search.callback import PeakRunningCallback
 from raymeta.search.metadata import TuneMetaData
 from raymeta.search.searcher import ScaMLGPSearch
 from tests.integration import _tune_restore_driver as driver
@@ -154,23 +155,6 @@ def _slow_objective(config):
     tune.report({"loss": (config["x"] - 0.3) ** 2 + config["y"] ** 2})
 
 
-class _PeakRunning(tune.Callback):
-    """Counts the trials Tune holds RUNNING at once (start to complete/error)."""
-
-    def __init__(self) -> None:
-        self.running, self.peak = 0, 0
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.running += 1
-        self.peak = max(self.peak, self.running)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self.running -= 1
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.running -= 1
-
-
 def test_concurrency_limiter_gives_distinct_concurrent_configs(ray_local, tmp_path):
     # Check C11 (the wall-time figure is jobs/bench_searcher_concurrency.py): 16
     # trials of 2 s, ConcurrencyLimiter(4); four 0.5-CPU trials fit the 2-CPU cluster.
@@ -183,7 +167,7 @@ def test_concurrency_limiter_gives_distinct_concurrent_configs(ray_local, tmp_pa
         }
     ).assign(loss=lambda f: (f.x - 0.2) ** 2 + f.y**2)
     searcher = ScaMLGPSearch(metric="loss", mode="min", meta_data=meta, seed=1, **FAST)
-    peak = _PeakRunning()
+    peak = PeakRunningCallback()
     tuner = tune.Tuner(
         tune.with_resources(_slow_objective, {"cpu": 0.5}),
         param_space={"x": tune.uniform(-1, 1), "y": tune.uniform(-1, 1)},

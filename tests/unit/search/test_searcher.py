@@ -37,6 +37,16 @@ def _drive(searcher, trial_id, value=None):
     return config
 
 
+def _meta_searcher(n_tasks: int, n: int) -> ScaMLGPSearch:
+    return ScaMLGPSearch(
+        {"a": tune.uniform(0, 5)},
+        metric=METRIC,
+        mode="max",
+        meta_data=_meta_tasks(n_tasks, n),
+        **FAST,
+    )
+
+
 @pytest.mark.slow
 def test_save_restore_checkpoint_continues_bit_identically(tmp_path):
     # Port of ray's SaveRestoreCheckpointTest at the size of check C5: 10
@@ -124,13 +134,7 @@ def test_checkpoint_with_1000_meta_points_per_task_is_small(tmp_path):
 
 
 def test_restore_without_the_meta_data_file_is_a_clear_error(tmp_path):
-    searcher = ScaMLGPSearch(
-        {"a": tune.uniform(0, 5)},
-        metric=METRIC,
-        mode="max",
-        meta_data=_meta_tasks(1, 5),
-        **FAST,
-    )
+    searcher = _meta_searcher(1, 5)
     searcher.save(str(tmp_path / "searcher.pkl"))
     moved = tmp_path / "moved"
     moved.mkdir()
@@ -140,13 +144,7 @@ def test_restore_without_the_meta_data_file_is_a_clear_error(tmp_path):
 
 
 def test_restore_with_a_truncated_meta_data_file_is_a_clear_error(tmp_path):
-    searcher = ScaMLGPSearch(
-        {"a": tune.uniform(0, 5)},
-        metric=METRIC,
-        mode="max",
-        meta_data=_meta_tasks(1, 5),
-        **FAST,
-    )
+    searcher = _meta_searcher(1, 5)
     searcher.save(str(tmp_path / "searcher.pkl"))
     (meta_file,) = tmp_path.glob("scamlgp-meta-*.pkl")
     meta_file.write_bytes(meta_file.read_bytes()[:100])  # as a killed copy leaves it
@@ -155,13 +153,7 @@ def test_restore_with_a_truncated_meta_data_file_is_a_clear_error(tmp_path):
 
 
 def test_version_1_checkpoint_with_embedded_meta_data_still_restores(tmp_path):
-    searcher = ScaMLGPSearch(
-        {"a": tune.uniform(0, 5)},
-        metric=METRIC,
-        mode="max",
-        meta_data=_meta_tasks(2, 6),
-        **FAST,
-    )
+    searcher = _meta_searcher(2, 6)
     _drive(searcher, "0")
     legacy = {**searcher.get_state(), "version": 1}  # version 1 embedded the meta
     path = tmp_path / "v1.pkl"
