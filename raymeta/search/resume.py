@@ -22,6 +22,9 @@ import glob
 import json
 import logging
 import os
+import shutil
+import time
+from pickle import load as load_state
 
 from ray import tune
 
@@ -63,13 +66,46 @@ def newest_complete_session(path: str, *, repair: bool = True) -> str | None:
     """
     names = glob.glob(os.path.join(path, "experiment_state-*.json"))
     prefix, suffix = len("experiment_state-"), -len(".json")
+    newest = True
     for session in sorted(os.path.basename(n)[prefix:suffix] for n in names)[::-1]:
         files = [os.path.join(path, t.format(session)) for t in _SESSION_FILES]
-        if all(_loads(f) for f in files if _expected(f)):
-            return session
+        if all(_loads(f) for f in files if _expected(f)) and _consistent(files):
+            return session if newest or not repair else _promote(path, files)
+        newest = False
         if repair:
             _set_aside(path, session)
     return None
+
+
+def _consistent(files: list[str]) -> bool:
+    """Tune's trial list and its search generator's trial counter agree."""
+    experiment, generator = files[0], files[1]
+    if not os.path.exists(generator):
+        return True
+    with open(experiment) as f:
+        trials = len(json.load(f)["trial_data"])
+    with open(generator, "rb") as f:
+        return load_state(f).get("counter", trials) == trials
+
+
+def _promote(path: str, files: list[str]) -> str:
+    """Copy an intact older session to a new, newest session stamp; the stamp.
+
+    Tune restores its search state from the newest file name in its driver
+    staging directory, which a restarted driver shares with the killed ones (it may
+    still hold the set-aside session). A copy newer than all of them makes Tune read
+    one consistent session.
+    """
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    old = os.path.basename(files[0])[len("experiment_state-") : -len(".json")]
+    for file in files:
+        if os.path.exists(file):
+            target = file.replace(old, stamp)
+            with open(file, "rb") as src, open(target + ".tmp", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.replace(target + ".tmp", target)
+    log.warning("resuming Tune from state session %s (copied as %s)", old, stamp)
+    return stamp
 
 
 def _expected(file: str) -> bool:
