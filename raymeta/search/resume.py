@@ -11,9 +11,21 @@ is not, both found by the driver-crash stress test (C4):
    ``search_gen_state-*.json``); Tune then logs "Restarting experiment", runs no
    trial and exits 0: an empty, "successful" run.
 
-:func:`restorable` handles both: it finds the newest *session* (the state files that
-share one timestamp) whose files all load, and renames the files of every newer
-session to ``*.corrupt``, so Tune restores from the newest consistent state.
+3. Tune writes its experiment state into a local staging directory (not
+   atomically) while a background thread may be copying the previous version, so
+   even a completed copy can be torn; and the files of one session can come from
+   different steps.
+4. Tune reads the search state from the newest name in its staging directory, which
+   a restarted driver shares with the killed ones, so it can pair the experiment
+   state of one session with the search state of another (seen: 2 of 16 trials
+   lost).
+
+:func:`restorable` handles these: it finds the newest *session* (the state files
+that share one timestamp) whose files all load and agree (trial count = the search
+generator's counter), renames the files of every newer session to ``*.corrupt`` and
+copies the intact one to a new, newest stamp, so Tune restores one consistent state.
+Local storage written through :func:`~raymeta.results.atomic_fs.atomic_local_filesystem`
+also keeps a kill from truncating files that were complete.
 """
 
 from __future__ import annotations
@@ -59,19 +71,18 @@ def newest_complete_session(path: str, *, repair: bool = True) -> str | None:
 
     Args:
         path: The experiment directory.
-        repair: Rename the files of newer, incomplete sessions to ``*.corrupt``.
+        repair: Rename the files of newer, incomplete sessions to ``*.corrupt``
+            and copy the intact one to a new, newest stamp (see :func:`_promote`).
 
     Returns:
         The session Tune will restore from, or None if there is none.
     """
     names = glob.glob(os.path.join(path, "experiment_state-*.json"))
     prefix, suffix = len("experiment_state-"), -len(".json")
-    newest = True
     for session in sorted(os.path.basename(n)[prefix:suffix] for n in names)[::-1]:
         files = [os.path.join(path, t.format(session)) for t in _SESSION_FILES]
         if all(_loads(f) for f in files if _expected(f)) and _consistent(files):
-            return session if newest or not repair else _promote(path, files)
-        newest = False
+            return _promote(path, files) if repair else session
         if repair:
             _set_aside(path, session)
     return None
@@ -89,12 +100,12 @@ def _consistent(files: list[str]) -> bool:
 
 
 def _promote(path: str, files: list[str]) -> str:
-    """Copy an intact older session to a new, newest session stamp; the stamp.
+    """Copy the intact session to a new, newest session stamp; the stamp.
 
     Tune restores its search state from the newest file name in its driver
-    staging directory, which a restarted driver shares with the killed ones (it may
-    still hold the set-aside session). A copy newer than all of them makes Tune read
-    one consistent session.
+    staging directory, which a restarted driver shares with the killed ones: it may
+    hold a set-aside session, or a newer one a killed driver never uploaded. A copy
+    newer than all of them makes Tune read one consistent session.
     """
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
     old = os.path.basename(files[0])[len("experiment_state-") : -len(".json")]
@@ -104,7 +115,7 @@ def _promote(path: str, files: list[str]) -> str:
             with open(file, "rb") as src, open(target + ".tmp", "wb") as dst:
                 shutil.copyfileobj(src, dst)
             os.replace(target + ".tmp", target)
-    log.warning("resuming Tune from state session %s (copied as %s)", old, stamp)
+    log.info("resuming Tune from state session %s (copied as %s)", old, stamp)
     return stamp
 
 

@@ -61,6 +61,7 @@ def test_intact_newest_session_is_kept(tmp_path):
     _session(tmp_path, NEW)
     assert restorable(str(tmp_path))
     assert not list(tmp_path.glob("*.corrupt"))
+    assert newest_complete_session(str(tmp_path), repair=False) > NEW  # promoted
 
 
 def test_a_run_with_missing_trials_is_an_error_not_a_success():
