@@ -286,7 +286,8 @@ class ScaMLGPSearch(Searcher):
     ) -> None:
         """Record a finished trial; bad or missing results become failed points.
 
-        Each trial id is recorded once. A trial this searcher has no pending entry
+        Each trial id is recorded once as an observation (a failure does not count:
+        Tune may re-run an errored trial). A trial this searcher has no pending entry
         for (its state was restored from a checkpoint older than Tune's experiment
         state) is recorded from the ``config`` in its result.
         """
@@ -298,12 +299,12 @@ class ScaMLGPSearch(Searcher):
             x = self._config_point(result)
         if x is None or (result is None and not error):
             return
-        self._completed.add(trial_id)
         value = None if error else self._value_of(result)
-        if value is None:
+        if value is None:  # not marked completed: Tune may re-run an errored trial
             log.info("trial %s failed or gave no finite %r", trial_id, self._metric)
             self._failed.append(x)
             return
+        self._completed.add(trial_id)
         self._X.append(x)
         self._y.append(value)
 

@@ -478,6 +478,10 @@ def test_each_trial_is_recorded_once_even_if_the_searcher_lost_track_of_it():
     assert searcher.num_observations == 2  # no duplicate of either trial
     searcher.on_trial_complete("alien", result={METRIC: 1.0, "config": {"a": 9.0}})
     assert searcher.num_observations == 2  # outside the space: ignored
+    retried = searcher.suggest("retried")
+    searcher.on_trial_complete("retried", error=True)  # Tune may re-run it ...
+    searcher.on_trial_complete("retried", result={METRIC: 0.1, "config": retried})
+    assert searcher.num_observations == 3 and searcher.num_failed == 1
 
 
 def test_restored_pending_trials_do_not_block_new_suggestions(tmp_path):
