@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -62,6 +63,16 @@ class MapObjective:
     covs: torch.Tensor  # M x n x n, divided by S^2
     priors: HyperPriors
 
+    @cached_property
+    def _diff2(self) -> torch.Tensor:
+        """Squared coordinate differences of the inputs, ``n^2 x d``."""
+        n, d = self.X.shape
+        return ((self.X[:, None, :] - self.X[None, :, :]) ** 2).reshape(n * n, d)
+
+    @cached_property
+    def _eye(self) -> torch.Tensor:
+        return torch.eye(self.X.shape[0], dtype=self.X.dtype)
+
     def __call__(self, theta: torch.Tensor) -> torch.Tensor:
         """``R`` objective values (minimise) at ``theta`` (``R x P``)."""
         return self.values_and_grads(theta)[0]
@@ -84,9 +95,8 @@ class MapObjective:
         R, m = theta.shape[0], self.means.shape[0]
         ls, os_, noise = theta[:, :d].exp(), theta[:, d].exp(), theta[:, d + 1].exp()
         w = theta[:, d + 2 :]
-        diff2 = ((self.X[:, None, :] - self.X[None, :, :]) ** 2).reshape(n * n, d)
+        diff2, eye = self._diff2, self._eye
         rbf = torch.exp(-0.5 * (diff2 / ls[:, None, :] ** 2).sum(-1)).reshape(R, n, n)
-        eye = torch.eye(n, dtype=theta.dtype)
         K = os_[:, None, None] * rbf + noise[:, None, None] * eye
         covs = self.covs.reshape(m, n * n)
         resid = self.z.expand(R, n)

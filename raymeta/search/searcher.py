@@ -624,7 +624,7 @@ class ScaMLGPSearch(Searcher):
             return []
         import ray
 
-        from raymeta.search.fitting import fit_meta_tasks
+        from raymeta.search.fitting import DEFAULT_MAX_RETRIES, fit_meta_tasks
 
         workers = self._options["num_fit_workers"] if ray.is_initialized() else 0
         return fit_meta_tasks(
@@ -635,7 +635,7 @@ class ScaMLGPSearch(Searcher):
             store=self._meta_store,
             restarts=self._options["meta_restarts"],
             min_tasks_per_worker=self._options.get("fit_min_tasks_per_worker", 1),
-            max_retries=self._options.get("fit_max_retries", 2),
+            max_retries=self._options.get("fit_max_retries", DEFAULT_MAX_RETRIES),
         )
 
     def _target_task(self) -> TaskData | None:

@@ -10,6 +10,7 @@ behind.
 
 from __future__ import annotations
 
+import glob
 import os
 import sys
 import time
@@ -91,6 +92,15 @@ def build_tuner(
             verbose=0,
         ),
     )
+
+
+def latest_searcher(path: str) -> ScaMLGPSearch:
+    """The searcher restored from the newest ``searcher-state-*.pkl`` in ``path``."""
+    files = sorted(glob.glob(os.path.join(path, "searcher-state-*.pkl")))
+    assert files, f"no searcher checkpoint in {path}"
+    searcher = ScaMLGPSearch()
+    searcher.restore(files[-1])  # names carry the session start time; newest last
+    return searcher
 
 
 def run_stress(storage: str, num_samples: int) -> None:

@@ -25,7 +25,6 @@ import pytest
 from ray import tune
 
 from raymeta.search.resume import newest_complete_session
-from raymeta.search.searcher import ScaMLGPSearch
 from tests.integration import _tune_restore_driver as driver
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -92,14 +91,6 @@ def _completed_iterations(path: str) -> dict[str, int]:
     return completed
 
 
-def _latest_searcher(path: str) -> ScaMLGPSearch:
-    files = sorted(glob.glob(os.path.join(path, "searcher-state-*.pkl")))
-    assert files, f"no searcher checkpoint in {path}"
-    searcher = ScaMLGPSearch()
-    searcher.restore(files[-1])  # names carry the session start time; newest last
-    return searcher
-
-
 def test_driver_killed_four_times_finishes_exactly_once(ray_local, tmp_path):
     address = ray_local.get_runtime_context().gcs_address
     storage = str(tmp_path / "runs")
@@ -137,7 +128,7 @@ def test_driver_killed_four_times_finishes_exactly_once(ray_local, tmp_path):
         assert iterations[trial_id] >= before
     hashes = {json.dumps(t.config, sort_keys=True) for t in trials}
     assert len(hashes) == NUM_SAMPLES, "a configuration was suggested twice"
-    searcher = _latest_searcher(path)
+    searcher = driver.latest_searcher(path)
     assert searcher.num_observations == NUM_SAMPLES and searcher.pending_trials == []
     observed = sorted(map(tuple, np.round(searcher.get_state()["X"], 12)))
     expected = sorted(

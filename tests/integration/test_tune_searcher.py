@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import os
@@ -44,14 +43,6 @@ def _invalid_objective(config):
     tune.report({"_metric": value})
 
 
-def _latest_searcher_state(path: str) -> ScaMLGPSearch:
-    files = sorted(glob.glob(os.path.join(path, "searcher-state-*.pkl")))
-    assert files, f"no searcher checkpoint in {path}"
-    restored = ScaMLGPSearch()
-    restored.restore(files[-1])  # names carry the session start time; newest last
-    return restored
-
-
 def test_invalid_values_never_win_and_checkpoints_pickle(ray_local, tmp_path, caplog):
     searcher = ScaMLGPSearch(seed=0, **FAST)
     caplog.set_level(logging.WARNING)
@@ -75,7 +66,7 @@ def test_invalid_values_never_win_and_checkpoints_pickle(ray_local, tmp_path, ca
     assert best.metrics["_metric"] <= 2.0 and math.isfinite(best.metrics["_metric"])
     assert best.config["list"] == [1, 2, 3] and best.config["num"] == 4
     assert not [r for r in caplog.records if "pickle" in r.getMessage().lower()]
-    state = _latest_searcher_state(grid.experiment_path)
+    state = driver.latest_searcher(grid.experiment_path)
     finite = [r for r in grid if math.isfinite(r.metrics["_metric"])]
     assert state.num_observations == len(finite)
     assert state.num_failed == 8 - len(finite)
@@ -136,7 +127,7 @@ def test_killed_run_restores_with_exactly_num_samples(ray_local, tmp_path):
     assert len(grid) == num_samples and not grid.errors
     assert len({r.path for r in grid}) == num_samples
     # the searcher saw each of the num_samples results exactly once
-    state = _latest_searcher_state(path)
+    state = driver.latest_searcher(path)
     assert state.num_observations == num_samples and state.pending_trials == []
     observed = sorted(map(tuple, np.round(state.get_state()["X"], 12)))
     expected = sorted(
