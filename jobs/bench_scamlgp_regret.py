@@ -1,7 +1,8 @@
 """ScaML-GP vs plain GP-BO vs random search: simple regret on seeded task families.
 
-    python jobs/bench_scamlgp_regret.py [--families branin,hartmann3,digits_svm]
-        [--seeds 16] [--first-seed 0] [--num-meta 8] [--n-meta 32] [--budget 40]
+    python jobs/bench_scamlgp_regret.py
+        [--families branin,hartmann3,digits_svm,digits_svm_noisy] [--seeds 16]
+        [--first-seed 0] [--num-meta 8] [--n-meta 32] [--budget 40]
         [--out bench-results] [--summary-only]
 
 Per (family, seed, method) the per-step regrets go to the ``benchmarks`` table of the
@@ -27,6 +28,7 @@ from raymeta.search.fitting import fit_meta_tasks
 from raymeta.tasks.bo import FAMILIES, draw_study
 
 BENCH = "scamlgp_regret"
+DEFAULT_FAMILIES = ("branin", "hartmann3", "digits_svm", "digits_svm_noisy")
 
 
 def done_keys(store: ResultStore) -> set[tuple[str, int, str]]:
@@ -139,7 +141,7 @@ def summarise(store: ResultStore, families, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", default="branin,hartmann3,digits_svm")
+    parser.add_argument("--families", default=",".join(DEFAULT_FAMILIES))
     parser.add_argument("--seeds", type=int, default=16)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--num-meta", type=int, default=8)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python jobs/bench_tune_searchers.py --families branin,digits_svm --seeds 8 \
+    python jobs/bench_tune_searchers.py --families branin,digits_svm_noisy --seeds 8 \
         --store bench-results/store
 
 For every family, seed and searcher (ScaMLGPSearch with meta-data, ScaMLGPSearch
@@ -41,7 +41,7 @@ STEPS = (10, 20)
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--families", default="branin,digits_svm")
+    p.add_argument("--families", default="branin,digits_svm_noisy")
     p.add_argument("--methods", default=",".join(SEARCHERS))
     p.add_argument("--seeds", type=int, default=8)
     p.add_argument("--first-seed", type=int, default=0)

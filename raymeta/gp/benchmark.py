@@ -31,6 +31,7 @@ __all__ = [
     "METHODS",
     "BOResult",
     "cumulative_regret",
+    "median_ci",
     "regret_bands",
     "run_bo",
     "simple_regret",
@@ -167,23 +168,45 @@ def run_bo(
     )
 
 
+def median_ci(
+    values: Sequence[float],
+    rng: np.random.Generator,
+    *,
+    level: float = 0.95,
+    resamples: int = 4000,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median of ``values``."""
+    x = np.asarray(values, dtype=np.float64)
+    idx = rng.integers(0, x.size, size=(resamples, x.size))
+    medians = np.median(x[idx], axis=1)
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))
+
+
 def compare_methods(
-    regrets: dict[str, np.ndarray], *, steps: Sequence[int] = (1, 5, 10, 20, 40)
+    regrets: dict[str, np.ndarray],
+    *,
+    steps: Sequence[int] = (1, 5, 10, 20, 40),
+    rng: np.random.Generator | None = None,
 ) -> dict[str, float]:
     """Summary figures of paired regret curves.
 
     Args:
         regrets: Method -> ``studies x T`` simple regrets, rows paired by seed.
         steps: Iterations (1-based) at which to report the median simple regret.
+        rng: Generator of the bootstrap (default ``default_rng(0)``).
 
     Returns:
-        ``median_regret@T/<method>``, ``mean_cum_regret/<method>``,
+        ``median_regret@T/<method>`` with its 95% bootstrap interval
+        ``median_regret_ci_lo@T/<method>`` and ``median_regret_ci_hi@T/<method>``,
+        ``mean_cum_regret/<method>``,
         ``sem_cum_regret/<method>`` and, when both ``scamlgp`` and ``gpbo`` are
         present, ``ratio_median@10/scamlgp_over_gpbo`` and the one-sided paired
         Wilcoxon p-value ``wilcoxon_p_cum/scamlgp_lt_gpbo``.
     """
     from scipy.stats import wilcoxon
 
+    rng = np.random.default_rng(0) if rng is None else rng
     out: dict[str, float] = {}
     for method, r in regrets.items():
         cum = r.sum(1)
@@ -192,6 +215,9 @@ def compare_methods(
         for t in steps:
             if t <= r.shape[1]:
                 out[f"median_regret@{t}/{method}"] = float(np.median(r[:, t - 1]))
+                lo, hi = median_ci(r[:, t - 1], rng)
+                out[f"median_regret_ci_lo@{t}/{method}"] = lo
+                out[f"median_regret_ci_hi@{t}/{method}"] = hi
     if "scamlgp" in regrets and "gpbo" in regrets:
         a, b = regrets["scamlgp"], regrets["gpbo"]
         med_b = np.median(b[:, min(10, b.shape[1]) - 1])

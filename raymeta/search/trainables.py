@@ -31,9 +31,9 @@ from ray import tune
 
 from raymeta.tasks.bo import (
     BenchmarkTask,
+    DigitsSVM,
     Study,
     TaskFamily,
-    digits_table,
     install_digits_tables,
 )
 
@@ -82,13 +82,12 @@ def family_trainable(
 
 
 def _tabulated(task: BenchmarkTask) -> dict:
-    # Tabulated families (digits_svm) compute their grid on first use, ~3-40 s of
+    # Tabulated families (digits-SVM) compute their grid on first use, ~3-40 s of
     # SVM fits; ship the driver's copy with the trainable instead of refitting it in
     # every trial actor.
-    if not task.family.choices:
+    if not isinstance(task.family.fn, DigitsSVM):
         return {}
-    pair = tuple(task.params["choice"])
-    return {pair: digits_table(pair)}
+    return task.family.fn.tables(task.params["choice"])
 
 
 def record_meta_tasks(

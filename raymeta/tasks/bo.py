@@ -6,17 +6,18 @@ Gaussian noise) and finds its optimum. :func:`draw_study` builds one seeded stud
 M meta-tasks with N_m uniform noisy observations each and a target task.
 
 Families: ``branin`` (d=2, sigma=1, T=40), ``hartmann3`` (d=3, sigma=0.1, T=40),
-``hartmann6`` (d=6, sigma=0.1, T=80) and ``digits_svm`` (d=2: log10 C, log10 gamma of
-an RBF SVM on a pair of digits from scikit-learn's bundled ``load_digits``; objective
-1 - 3-fold CV accuracy, tabulated on a grid and interpolated bilinearly; one task per
-digit pair, noise-free evaluation; 12 x 12 grid, 3-fold CV; 10% of each pair's labels
-flipped, seeded by the pair).
+``hartmann6`` (d=6, sigma=0.1, T=80) and two digits-SVM families (d=2: log10 C, log10
+gamma of an RBF SVM on a pair of digits from scikit-learn's bundled ``load_digits``;
+objective 1 - 3-fold CV accuracy, tabulated on a 12 x 12 grid and interpolated
+bilinearly; one task per digit pair, noise-free evaluation):
 
-Why the flipped labels: on clean digit pairs an RBF SVM reaches 100% CV accuracy on
-11-54% of the (C, gamma) box, so random search finds the optimum within 10 trials and
-the family cannot tell tuners apart. With 10% flipped labels the optimum is a narrow
-ridge of regularisation trade-offs that stays shared across pairs, as in real HPO on
-noisy data.
+- ``digits_svm``: the clean digit pairs, the real HPO family of the ScaML-GP issue;
+- ``digits_svm_noisy``: the same with 10% of each pair's labels flipped (seeded by
+  the pair). On clean pairs an RBF SVM reaches 100% CV accuracy on 11-54% of the
+  (C, gamma) box, so random search finds the optimum within 10 trials and the clean
+  family cannot tell tuners apart; with flipped labels the optimum is a narrow ridge
+  of regularisation trade-offs that stays shared across pairs, as in real HPO on
+  noisy data. The Tune searcher comparison uses this one.
 
 Deviation from the reference: the target task is drawn from a generator seeded by the
 study seed (the reference draws it unseeded), so every study is reproducible.
@@ -44,10 +45,13 @@ from raymeta.tasks.data import TaskData
 __all__ = [
     "FAMILIES",
     "BenchmarkTask",
+    "DigitsSVM",
     "Study",
     "TaskFamily",
+    "digits_table",
     "draw_study",
     "find_optimum",
+    "install_digits_tables",
 ]
 
 
@@ -128,8 +132,8 @@ def find_optimum(task: BenchmarkTask, n: int = 1024) -> float:
     For the tabulated digits family the grid minimum is exact (bilinear
     interpolation attains its minimum at a grid vertex).
     """
-    if task.family.choices:
-        return float(digits_table(task.params["choice"]).min())
+    if isinstance(task.family.fn, DigitsSVM):
+        return float(task.family.fn.table(task.params["choice"]).min())
     res = shgo(
         lambda x: float(task(x[None])[0]),
         [(0.0, 1.0)] * task.family.dim,
@@ -194,37 +198,45 @@ def _hartmann(A: np.ndarray, P: np.ndarray) -> Callable[[dict, np.ndarray], np.n
 _DIGITS_GRID = 12
 _LOG_C = (-2.0, 4.0)
 _LOG_GAMMA = (-5.0, 1.0)
-_LABEL_FLIP = 0.1
-_GRID_CACHE: dict[tuple[int, int], np.ndarray] = {}
+_GRID_CACHE: dict[tuple[tuple[int, int], float], np.ndarray] = {}
 
 
-def digits_table(pair: tuple[int, int], size: int = _DIGITS_GRID) -> np.ndarray:
+def digits_table(
+    pair: tuple[int, int], size: int = _DIGITS_GRID, *, label_flip: float = 0.0
+) -> np.ndarray:
     """1 - 3-fold CV accuracy of an RBF SVM on a size x size (log C, log gamma) grid.
 
-    The default-size grid of each pair is computed once per process and cached
-    (about 3-10 s of SVM fits); :func:`install_digits_tables` fills the cache with
-    tables computed elsewhere, e.g. shipped to Ray workers with a trainable.
+    Args:
+        pair: The two digits; the second is the positive class.
+        size: Grid points per axis.
+        label_flip: Fraction of labels flipped, by a generator seeded with the pair.
+
+    The default-size grid of each (pair, label_flip) is computed once per process and
+    cached (about 3-10 s of SVM fits); :func:`install_digits_tables` fills the cache
+    with tables computed elsewhere, e.g. shipped to Ray workers with a trainable.
     """
-    pair = tuple(pair)
+    key = (tuple(pair), float(label_flip))
     if size != _DIGITS_GRID:
-        return _svm_grid(pair, size)
-    if pair not in _GRID_CACHE:
-        _GRID_CACHE[pair] = _svm_grid(pair, size)
-    return _GRID_CACHE[pair]
+        return _svm_grid(*key, size)
+    if key not in _GRID_CACHE:
+        _GRID_CACHE[key] = _svm_grid(*key, size)
+    return _GRID_CACHE[key]
 
 
-def install_digits_tables(tables: dict[tuple[int, int], np.ndarray]) -> None:
-    """Cache default-size tables from :func:`digits_table` (keyed by pair)."""
-    for pair, table in tables.items():
+def install_digits_tables(
+    tables: dict[tuple[tuple[int, int], float], np.ndarray],
+) -> None:
+    """Cache default-size tables from :func:`digits_table`, keyed (pair, label_flip)."""
+    for (pair, flip), table in tables.items():
         if np.shape(table) != (_DIGITS_GRID, _DIGITS_GRID):
             raise MetaDataError(
-                f"digits table for pair {pair}: expected shape "
-                f"{(_DIGITS_GRID, _DIGITS_GRID)}, got {np.shape(table)}"
+                f"digits table for pair {tuple(pair)} (label_flip {flip}): expected "
+                f"shape {(_DIGITS_GRID, _DIGITS_GRID)}, got {np.shape(table)}"
             )
-        _GRID_CACHE[tuple(pair)] = np.asarray(table, dtype=np.float64)
+        _GRID_CACHE[(tuple(pair), float(flip))] = np.asarray(table, dtype=np.float64)
 
 
-def _svm_grid(pair: tuple[int, int], size: int) -> np.ndarray:
+def _svm_grid(pair: tuple[int, int], label_flip: float, size: int) -> np.ndarray:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.svm import SVC
@@ -232,8 +244,9 @@ def _svm_grid(pair: tuple[int, int], size: int) -> np.ndarray:
     data = load_digits()
     mask = np.isin(data.target, pair)
     X, y = data.data[mask] / 16.0, (data.target[mask] == pair[1]).astype(int)
-    flip = np.random.default_rng(list(pair)).random(y.size) < _LABEL_FLIP
-    y = np.where(flip, 1 - y, y)
+    if label_flip > 0:
+        flip = np.random.default_rng(list(pair)).random(y.size) < label_flip
+        y = np.where(flip, 1 - y, y)
     folds = StratifiedKFold(3, shuffle=True, random_state=0)
     grid = np.empty((size, size))
     cs = np.linspace(*_LOG_C, size)
@@ -244,19 +257,53 @@ def _svm_grid(pair: tuple[int, int], size: int) -> np.ndarray:
     return grid
 
 
-def _digits(p: dict, x: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of the pair's grid at ``x`` (log10 C, log10 gamma)."""
-    grid = digits_table(p["choice"])
-    u = (x[:, 0] - _LOG_C[0]) / (_LOG_C[1] - _LOG_C[0]) * (_DIGITS_GRID - 1)
-    v = (x[:, 1] - _LOG_GAMMA[0]) / (_LOG_GAMMA[1] - _LOG_GAMMA[0]) * (_DIGITS_GRID - 1)
-    i0 = np.clip(np.floor(u).astype(int), 0, _DIGITS_GRID - 2)
-    j0 = np.clip(np.floor(v).astype(int), 0, _DIGITS_GRID - 2)
-    fu, fv = u - i0, v - j0
-    return (
-        grid[i0, j0] * (1 - fu) * (1 - fv)
-        + grid[i0 + 1, j0] * fu * (1 - fv)
-        + grid[i0, j0 + 1] * (1 - fu) * fv
-        + grid[i0 + 1, j0 + 1] * fu * fv
+@dataclass(frozen=True)
+class DigitsSVM:
+    """Objective of a digits-SVM family: its pair's table, interpolated bilinearly.
+
+    Attributes:
+        label_flip: Fraction of each pair's labels flipped (seeded by the pair).
+    """
+
+    label_flip: float = 0.0
+
+    def table(self, pair: tuple[int, int]) -> np.ndarray:
+        """The pair's default-size table (see :func:`digits_table`)."""
+        return digits_table(pair, label_flip=self.label_flip)
+
+    def tables(self, pair: tuple[int, int]) -> dict:
+        """``{(pair, label_flip): table}``, ready for :func:`install_digits_tables`."""
+        return {(tuple(pair), self.label_flip): self.table(pair)}
+
+    def __call__(self, p: dict, x: np.ndarray) -> np.ndarray:
+        """Values at ``n x 2`` points (log10 C, log10 gamma) of pair ``p["choice"]``."""
+        grid = self.table(p["choice"])
+        n = _DIGITS_GRID - 1
+        u = (x[:, 0] - _LOG_C[0]) / (_LOG_C[1] - _LOG_C[0]) * n
+        v = (x[:, 1] - _LOG_GAMMA[0]) / (_LOG_GAMMA[1] - _LOG_GAMMA[0]) * n
+        i0 = np.clip(np.floor(u).astype(int), 0, n - 1)
+        j0 = np.clip(np.floor(v).astype(int), 0, n - 1)
+        fu, fv = u - i0, v - j0
+        return (
+            grid[i0, j0] * (1 - fu) * (1 - fv)
+            + grid[i0 + 1, j0] * fu * (1 - fv)
+            + grid[i0, j0 + 1] * (1 - fu) * fv
+            + grid[i0 + 1, j0 + 1] * fu * fv
+        )
+
+
+def _digits_family(name: str, label_flip: float) -> TaskFamily:
+    return TaskFamily(
+        name=name,
+        dim=2,
+        lower=(_LOG_C[0], _LOG_GAMMA[0]),
+        upper=(_LOG_C[1], _LOG_GAMMA[1]),
+        ranges={},
+        standard={"choice": (3, 8)},
+        fn=DigitsSVM(label_flip),
+        noise_std=0.0,
+        budget=40,
+        choices=list(itertools.combinations(range(10), 2)),
     )
 
 
@@ -308,18 +355,8 @@ FAMILIES: dict[str, TaskFamily] = {
         noise_std=0.1,
         budget=80,
     ),
-    "digits_svm": TaskFamily(
-        name="digits_svm",
-        dim=2,
-        lower=(_LOG_C[0], _LOG_GAMMA[0]),
-        upper=(_LOG_C[1], _LOG_GAMMA[1]),
-        ranges={},
-        standard={"choice": (3, 8)},
-        fn=_digits,
-        noise_std=0.0,
-        budget=40,
-        choices=list(itertools.combinations(range(10), 2)),
-    ),
+    "digits_svm": _digits_family("digits_svm", 0.0),
+    "digits_svm_noisy": _digits_family("digits_svm_noisy", 0.1),
 }
 
 
@@ -346,8 +383,8 @@ def draw_study(family: TaskFamily, *, seed: int, num_meta: int, n_meta: int) -> 
     """Build a seeded study (meta-tasks, meta-data, target task, noise).
 
     Meta-task parameters and meta-data come from ``default_rng(seed)``; the target
-    task from ``default_rng([seed, 1])`` (for ``digits_svm``: a pair distinct from
-    the meta pairs); the target noise from ``default_rng([seed, 2])``.
+    task from ``default_rng([seed, 1])`` (for the digits families: a pair distinct
+    from the meta pairs); the target noise from ``default_rng([seed, 2])``.
     """
     rng = np.random.default_rng(seed)
     target_rng = np.random.default_rng([seed, 1])

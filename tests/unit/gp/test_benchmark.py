@@ -7,6 +7,7 @@ from raymeta.errors import MetaDataError
 from raymeta.gp.benchmark import (
     compare_methods,
     cumulative_regret,
+    median_ci,
     regret_bands,
     run_bo,
     simple_regret,
@@ -38,6 +39,20 @@ def test_compare_methods_reports_ratio_and_paired_test():
     assert stats["ratio_median@10/scamlgp_over_gpbo"] == pytest.approx(0.1)
     assert stats["wilcoxon_p_cum/scamlgp_lt_gpbo"] < 0.01
     assert stats["median_regret@1/gpbo"] == pytest.approx(np.median(bad[:, 0]))
+    lo, hi = stats["median_regret_ci_lo@10/gpbo"], stats["median_regret_ci_hi@10/gpbo"]
+    assert bad[:, 9].min() <= lo <= np.median(bad[:, 9]) <= hi <= bad[:, 9].max()
+
+
+def test_median_ci_covers_the_median_and_narrows_with_more_data():
+    rng = np.random.default_rng(1)
+    small = rng.exponential(size=16)
+    large = rng.exponential(size=1024)
+    lo_s, hi_s = median_ci(small, np.random.default_rng(0))
+    lo_l, hi_l = median_ci(large, np.random.default_rng(0))
+    assert lo_s <= np.median(small) <= hi_s and lo_l <= np.median(large) <= hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 2
+    assert lo_l < np.log(2) < hi_l  # the exponential's true median
+    assert median_ci([3.0] * 5, np.random.default_rng(0)) == (3.0, 3.0)
 
 
 def test_random_and_gpbo_loops_are_reproducible_and_record_steps(tmp_path):

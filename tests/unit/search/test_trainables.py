@@ -12,7 +12,9 @@ from raymeta.search.trainables import family_space, record_meta_tasks, unit_poin
 from raymeta.tasks.bo import FAMILIES, draw_study
 
 
-@pytest.mark.parametrize("name", ["branin", "hartmann3", "digits_svm"])
+@pytest.mark.parametrize(
+    "name", ["branin", "hartmann3", "digits_svm", "digits_svm_noisy"]
+)
 def test_space_encoding_is_the_family_unit_cube(name):
     family = FAMILIES[name]
     space = convert_search_space(family_space(family))

@@ -74,16 +74,18 @@ def test_wrong_point_dimension_is_rejected():
         t(np.zeros((1, 3)))
 
 
-def test_digits_svm_grid_matches_a_direct_cross_validation():
+@pytest.mark.parametrize("flip", [0.0, 0.1])
+def test_digits_svm_grid_matches_a_direct_cross_validation(flip):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.svm import SVC
 
-    grid = bo._svm_grid((3, 8), 2)  # corners: log10 C in {-2, 4}, gamma in {-5, 1}
+    grid = bo._svm_grid((3, 8), flip, 2)  # corners: log10 C {-2, 4}, gamma {-5, 1}
     data = load_digits()
     mask = np.isin(data.target, (3, 8))
     X, y = data.data[mask] / 16.0, (data.target[mask] == 8).astype(int)
-    flipped = np.random.default_rng([3, 8]).random(y.size) < 0.1
+    flipped = np.random.default_rng([3, 8]).random(y.size) < flip
+    assert flipped.any() == (flip > 0)
     y = np.where(flipped, 1 - y, y)
     acc = cross_val_score(
         SVC(C=1e4, gamma=1e-5),
@@ -95,11 +97,26 @@ def test_digits_svm_grid_matches_a_direct_cross_validation():
     assert np.all((grid >= 0) & (grid <= 1))
 
 
+def test_digits_families_read_their_own_tables(monkeypatch):
+    size = bo._DIGITS_GRID
+    monkeypatch.setattr(bo, "_GRID_CACHE", {})
+    bo.install_digits_tables(
+        {
+            ((3, 8), 0.0): np.full((size, size), 0.01),
+            ((3, 8), 0.1): np.ones((size, size)),
+        }
+    )
+    clean = FAMILIES["digits_svm"].task({"choice": (3, 8)})
+    noisy = FAMILIES["digits_svm_noisy"].task({"choice": (3, 8)})
+    assert clean.optimum() == 0.01 and noisy.optimum() == 1.0
+    assert clean(np.array([[0.3, 0.7]]))[0] == pytest.approx(0.01)
+
+
 def test_digits_family_interpolates_its_grid_and_optimum_is_grid_min(monkeypatch):
     fam = FAMILIES["digits_svm"]
     size = bo._DIGITS_GRID
     grid = np.add.outer(np.linspace(0.5, 0.1, size), np.linspace(0.0, 0.2, size))
-    monkeypatch.setitem(bo._GRID_CACHE, (0, 1), grid)  # a known table for pair (0, 1)
+    monkeypatch.setitem(bo._GRID_CACHE, ((0, 1), 0.0), grid)  # known table, pair (0, 1)
     task = fam.task({"choice": (0, 1)})
     corners = task(np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]))
     assert corners.tolist() == pytest.approx([grid[0, 0], grid[-1, -1], grid[-1, 0]])
@@ -111,7 +128,9 @@ def test_digits_family_interpolates_its_grid_and_optimum_is_grid_min(monkeypatch
 def test_digits_study_uses_distinct_pairs(monkeypatch):
     fam = FAMILIES["digits_svm"]
     for pair in fam.choices:  # skip the SVM fits: tabulate every pair as zeros
-        monkeypatch.setitem(bo._GRID_CACHE, pair, np.zeros((bo._DIGITS_GRID,) * 2))
+        monkeypatch.setitem(
+            bo._GRID_CACHE, (pair, 0.0), np.zeros((bo._DIGITS_GRID,) * 2)
+        )
     study = draw_study(fam, seed=0, num_meta=8, n_meta=4)
     ids = {t.task_id for t in study.meta_tasks}
     assert len(ids) == 8 and study.target.params["choice"] in fam.choices
@@ -122,7 +141,7 @@ def test_digits_study_uses_distinct_pairs(monkeypatch):
 def test_installed_digits_tables_are_used_and_bad_shapes_rejected(monkeypatch):
     table = np.full((bo._DIGITS_GRID,) * 2, 0.25)
     monkeypatch.setattr(bo, "_GRID_CACHE", {})
-    bo.install_digits_tables({(2, 5): table})
+    bo.install_digits_tables({((2, 5), 0.0): table})
     assert FAMILIES["digits_svm"].task({"choice": (2, 5)}).optimum() == 0.25
-    with pytest.raises(MetaDataError, match=r"pair \(2, 6\): expected shape"):
-        bo.install_digits_tables({(2, 6): np.zeros((3, 3))})
+    with pytest.raises(MetaDataError, match=r"pair \(2, 6\) \(label_flip 0.1\): exp"):
+        bo.install_digits_tables({((2, 6), 0.1): np.zeros((3, 3))})
