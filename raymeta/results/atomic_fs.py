@@ -10,7 +10,10 @@ from (found by the driver-crash stress test, C4).
 :func:`atomic_local_filesystem` wraps pyarrow's ``LocalFileSystem`` so that every
 output stream writes to a temporary file beside the target and renames it into
 place on close: each file is always either its old or its new complete version.
-Pass it as ``RunConfig(storage_filesystem=...)`` and to ``Tuner.restore``.
+Pass it as ``RunConfig(storage_filesystem=...)`` and to ``Tuner.restore``. A writer
+killed before the rename leaves its hidden temporary behind (never a torn target);
+:func:`remove_temporaries` deletes such leftovers, and ``run_family_tuning`` calls it
+on the experiment directory before it resumes.
 
 Example:
     >>> import tempfile, os
@@ -25,12 +28,14 @@ Example:
 from __future__ import annotations
 
 import os
+import time
 import uuid
+from pathlib import Path
 
 import pyarrow as pa
 from pyarrow import fs
 
-__all__ = ["atomic_local_filesystem"]
+__all__ = ["atomic_local_filesystem", "remove_temporaries"]
 
 _TMP_MARK = ".raymeta-tmp-"
 
@@ -38,6 +43,29 @@ _TMP_MARK = ".raymeta-tmp-"
 def atomic_local_filesystem() -> fs.PyFileSystem:
     """A local filesystem whose ``open_output_stream`` writes are atomic."""
     return fs.PyFileSystem(_AtomicLocalHandler())
+
+
+def remove_temporaries(root: str | os.PathLike, *, older_than_s: float = 60.0) -> int:
+    """Delete the temporaries of killed atomic writers under ``root``.
+
+    Args:
+        root: Directory searched recursively (a missing one holds nothing).
+        older_than_s: Only temporaries not modified for this long go, so a live
+            writer's file is left alone.
+
+    Returns:
+        How many files were deleted.
+    """
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for tmp in Path(root).rglob(f"*{_TMP_MARK}*"):
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # its writer finished or another cleaner won
+            continue
+    return removed
 
 
 class _AtomicFile:

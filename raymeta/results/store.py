@@ -396,7 +396,12 @@ class ResultStore:
             return 0
         cutoff = time.time() - older_than_s
         removed = 0
-        for tmp in Path(self._root, "_tmp").glob("*.parquet"):
+        root = Path(self._root)
+        leftovers = [
+            *root.glob("_tmp/*.parquet"),
+            *root.glob("_schema/*/*.arrow.*.tmp"),
+        ]
+        for tmp in leftovers:
             if tmp.stat().st_mtime < cutoff:
                 tmp.unlink(missing_ok=True)
                 removed += 1

@@ -31,7 +31,7 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from raymeta.errors import ConfigError, TuningIncompleteError
-from raymeta.results.atomic_fs import atomic_local_filesystem
+from raymeta.results.atomic_fs import atomic_local_filesystem, remove_temporaries
 from raymeta.search.callback import ReconcileCallback, StoreCallback
 from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
@@ -191,7 +191,10 @@ def run_family_tuning(
     # so a stopped job loses at most the trials in flight (unless the user chose).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     trainable = family_trainable(study.target, noise_seed=study.seed)
-    storage_fs = atomic_local_filesystem() if "://" not in storage_path else None
+    storage_fs = None
+    if "://" not in storage_path:
+        storage_fs = atomic_local_filesystem()
+        remove_temporaries(path)  # of writers killed with an earlier driver
     if restorable(path):
         tuner = tune.Tuner.restore(
             path,

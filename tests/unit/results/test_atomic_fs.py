@@ -4,7 +4,7 @@ import pickle
 
 from pyarrow import fs
 
-from raymeta.results.atomic_fs import atomic_local_filesystem
+from raymeta.results.atomic_fs import atomic_local_filesystem, remove_temporaries
 
 
 def test_copy_files_through_it_like_tune_does(tmp_path):
@@ -38,3 +38,16 @@ def test_an_interrupted_write_leaves_the_old_file_whole(tmp_path):
 def test_it_pickles_as_tune_pickles_run_configs():
     again = pickle.loads(pickle.dumps(atomic_local_filesystem()))
     assert again.type_name == "py::raymeta-atomic-local"
+
+
+def test_remove_temporaries_deletes_only_old_leftovers(tmp_path):
+    atomic = atomic_local_filesystem()
+    (tmp_path / "sub").mkdir()
+    for name in ("a.pkl", "sub/b.json"):
+        stream = atomic.open_output_stream(str(tmp_path / name))
+        stream.write(b"cut")  # killed writers: never closed
+    (tmp_path / "keep.json").write_text("{}")
+    assert remove_temporaries(tmp_path, older_than_s=3600) == 0  # could be live
+    assert remove_temporaries(tmp_path, older_than_s=0) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.json", "sub"]
+    assert remove_temporaries(tmp_path / "missing", older_than_s=0) == 0

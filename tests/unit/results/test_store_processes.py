@@ -66,8 +66,12 @@ def test_writer_killed_before_rename_leaves_nothing_visible_and_retry_lands_once
     writers.big_append(str(root), 1000)
     writers.big_append(str(root), 1000)
     assert store.read("metrics").num_rows == 1000
-    assert store.gc(older_than_s=0) == 1
+    schema_dir = root / "_schema" / "metrics"
+    schema_dir.mkdir(parents=True, exist_ok=True)
+    (schema_dir / "0123.arrow.abcd.tmp").write_bytes(b"cut")  # killed schema writer
+    assert store.gc(older_than_s=0) == 2
     assert store.read("metrics").num_rows == 1000
+    assert not list(root.rglob("*.tmp")) and not list((root / "_tmp").iterdir())
 
 
 def test_writer_killed_mid_write_of_a_large_table(tmp_path):
