@@ -199,6 +199,8 @@ def compare_methods(
     Returns:
         ``median_regret@T/<method>`` with its 95% bootstrap interval
         ``median_regret_ci_lo@T/<method>`` and ``median_regret_ci_hi@T/<method>``,
+        the fraction of studies already at the optimum ``frac_at_optimum@T/<method>``
+        (regret <= 0; telling on tabulated families where many studies reach it),
         ``mean_cum_regret/<method>``,
         ``sem_cum_regret/<method>`` and, when both ``scamlgp`` and ``gpbo`` are
         present, ``ratio_median@10/scamlgp_over_gpbo`` and the one-sided paired
@@ -215,6 +217,7 @@ def compare_methods(
         for t in steps:
             if t <= r.shape[1]:
                 out[f"median_regret@{t}/{method}"] = float(np.median(r[:, t - 1]))
+                out[f"frac_at_optimum@{t}/{method}"] = float(np.mean(r[:, t - 1] <= 0))
                 lo, hi = median_ci(r[:, t - 1], rng)
                 out[f"median_regret_ci_lo@{t}/{method}"] = lo
                 out[f"median_regret_ci_hi@{t}/{method}"] = hi

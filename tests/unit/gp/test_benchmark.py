@@ -41,6 +41,10 @@ def test_compare_methods_reports_ratio_and_paired_test():
     assert stats["median_regret@1/gpbo"] == pytest.approx(np.median(bad[:, 0]))
     lo, hi = stats["median_regret_ci_lo@10/gpbo"], stats["median_regret_ci_hi@10/gpbo"]
     assert bad[:, 9].min() <= lo <= np.median(bad[:, 9]) <= hi <= bad[:, 9].max()
+    solved = compare_methods(
+        {"scamlgp": np.array([[1.0, 0.0], [1.0, 0.5]])}, steps=(2,)
+    )
+    assert solved["frac_at_optimum@2/scamlgp"] == 0.5
 
 
 def test_median_ci_covers_the_median_and_narrows_with_more_data():
