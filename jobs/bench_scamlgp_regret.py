@@ -112,7 +112,7 @@ def summarise(store: ResultStore, families, out: Path) -> None:
         for method, g in sub[sub.seed.isin(seeds)].groupby("method"):
             table = g.pivot_table(index="seed", columns="step", values="value")
             by_method[method] = table.sort_index().to_numpy()
-        stats = compare_methods(by_method)
+        stats = compare_methods(by_method, steps=(1, 5, 10, 20, 40, 80))
         cpu = df[(df.family == family) & (df.metric == "cpu_seconds_study")]
         for method, g in cpu.groupby("method"):
             stats[f"median_cpu_seconds_study/{method}"] = float(g.value.median())
