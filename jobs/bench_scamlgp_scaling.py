@@ -1,14 +1,16 @@
 """ScaML-GP scaling: meta-fit time vs M, Ray speed-up, proposal latency, study cost.
 
     python jobs/bench_scamlgp_scaling.py [--ms 8,32,128] [--n-meta 32] [--ray-m 128]
-        [--latency-m 128] [--latency-n 40] [--out bench-results]
+        [--latency-m 128] [--latency-n 40] [--icm-ms 8,32,64] [--out bench-results]
 
 Figures (printed and appended to the ``benchmarks`` table of ``<out>/store``):
 meta-fit CPU and wall seconds per M (serial, in-process, torch 1 thread) with the R^2
 of a line through them; wall time of the Ray-parallel fit of ``--ray-m`` tasks with 1
 and 2 workers (1 CPU each, after a warm-up call); median proposal latency (wall and
 CPU) at M=``--latency-m``, n=``--latency-n``; CPU seconds of a full 40-step Branin
-study with M=8 (meta-fit + 40 proposals).
+study with M=8 (meta-fit + 40 proposals); CPU seconds of one marginal-likelihood
+evaluation of the ICM multi-task GP baseline on all points for each of ``--icm-ms``,
+with the slope of log time against log M (1 = linear, 3 = cubic).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import ray
 import torch
 
-from raymeta.gp.benchmark import run_bo
+from raymeta.gp.benchmark import icm_mll_seconds, run_bo
 from raymeta.gp.propose import propose
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import record_benchmark
@@ -52,14 +54,16 @@ def main() -> None:
     parser.add_argument("--latency-m", type=int, default=128)
     parser.add_argument("--latency-n", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--icm-ms", default="8,32,64")
     parser.add_argument("--out", default="bench-results")
     args = parser.parse_args()
     torch.set_num_threads(1)
     store = ResultStore(Path(args.out) / "store")
     ms = [int(m) for m in args.ms.split(",")]
     branin = FAMILIES["branin"]
+    icm_ms = [int(m) for m in args.icm_ms.split(",") if m]
     pool = draw_study(
-        branin, seed=0, num_meta=max(ms + [args.ray_m]), n_meta=args.n_meta
+        branin, seed=0, num_meta=max(ms + icm_ms + [args.ray_m]), n_meta=args.n_meta
     ).meta_tasks
     rows = []
 
@@ -120,7 +124,15 @@ def main() -> None:
     emit("branin_study_meta_fit_cpu_s", fit_cpu)
     emit("branin_study_regret@40", float(res.regret[-1]), step=40)
 
-    # 4. Ray-parallel meta-fit: 1 vs 2 workers (1 CPU each), after a warm-up
+    # 4. the ICM multi-task GP baseline: one MLL evaluation on all points
+    icm = [icm_mll_seconds(pool[:m]) for m in icm_ms]
+    for m, sec in zip(icm_ms, icm):
+        emit("icm_mll_eval_cpu_s", sec, step=m)
+    if len(icm_ms) > 1:
+        slope = np.polyfit(np.log(icm_ms), np.log(icm), 1)[0]
+        emit("icm_mll_eval_loglog_slope", float(slope))
+
+    # 5. Ray-parallel meta-fit: 1 vs 2 workers (1 CPU each), after a warm-up
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     fit_meta_tasks(pool[:2], seed=99, num_workers=2, num_cpus_per_worker=1)
     walls = {}

@@ -31,6 +31,7 @@ __all__ = [
     "METHODS",
     "BOResult",
     "cumulative_regret",
+    "icm_mll_seconds",
     "median_ci",
     "regret_bands",
     "run_bo",
@@ -181,6 +182,42 @@ def median_ci(
     medians = np.median(x[idx], axis=1)
     alpha = (1.0 - level) / 2
     return float(np.quantile(medians, alpha)), float(np.quantile(medians, 1 - alpha))
+
+
+def icm_mll_seconds(tasks: Sequence[TaskData], *, repeats: int = 3) -> float:
+    """CPU seconds of one MLL value and gradient of an ICM multi-task GP on ``tasks``.
+
+    The baseline of spec (e) 8: botorch's ``MultiTaskGP`` (task index as an input
+    column, full-rank IndexKernel) on all tasks' points at once, Cholesky forced, so
+    each evaluation costs ``O((sum_m N_m)^3)``, cubic in M, where ScaML-GP's
+    meta-fit is linear. Each task's y is standardised on its own.
+
+    Args:
+        tasks: The tasks (same dimension).
+        repeats: Evaluations timed; the median is returned.
+    """
+    import gpytorch
+    from botorch.models import MultiTaskGP
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+    from threadpoolctl import threadpool_limits
+
+    X = torch.cat(
+        [
+            torch.cat([t.X, torch.full((t.n, 1), float(i), dtype=t.X.dtype)], 1)
+            for i, t in enumerate(tasks)
+        ]
+    )
+    Y = torch.cat([(t.y - t.y.mean()) / t.y.std() for t in tasks])[:, None]
+    model = MultiTaskGP(X, Y, task_feature=-1)
+    mll = ExactMarginalLogLikelihood(model.likelihood, model).train()
+    seconds = []
+    with gpytorch.settings.max_cholesky_size(10**7), threadpool_limits(1):
+        for _ in range(repeats):
+            cpu0 = time.process_time()
+            loss = -mll(model(X), model.train_targets, X).sum()
+            loss.backward()
+            seconds.append(time.process_time() - cpu0)
+    return float(np.median(seconds))
 
 
 def compare_methods(

@@ -7,6 +7,7 @@ from raymeta.errors import MetaDataError
 from raymeta.gp.benchmark import (
     compare_methods,
     cumulative_regret,
+    icm_mll_seconds,
     median_ci,
     regret_bands,
     run_bo,
@@ -85,3 +86,9 @@ def test_unknown_method_is_rejected():
     study = draw_study(FAMILIES["branin"], seed=0, num_meta=0, n_meta=1)
     with pytest.raises(MetaDataError, match="method must be one of"):
         run_bo(study, "tpe", [], budget=1, f_star=0.0)
+
+
+def test_icm_baseline_is_timed_on_all_points_of_all_tasks():
+    study = draw_study(FAMILIES["branin"], seed=0, num_meta=3, n_meta=5)
+    seconds = icm_mll_seconds(study.meta_tasks, repeats=1)
+    assert 0 < seconds < 60
