@@ -42,6 +42,7 @@ from raymeta.training.sama_loop import (
 from raymeta.training.trainer import (
     build_trainer,
     fit_trainer,
+    run_trainer,
     training_failed_error,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "report_checkpoint",
     "report_metrics",
     "restore_from_ray",
+    "run_trainer",
     "sama_train_loop",
     "save_checkpoint",
     "summary_metrics",

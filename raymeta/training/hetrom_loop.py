@@ -11,9 +11,9 @@
   episode cursor: streams are pure functions of the step). Rank 0 writes per-step
   task statistics to the store table ``task_stats`` and step metrics to ``metrics``,
   keyed so that a resumed attempt never duplicates rows.
-- :func:`fit_hetrom` builds the trainer (``raymeta.training.trainer.build_trainer``)
-  and runs it; :func:`train_hetrom_in_process` runs the same meta step without Ray
-  (benchmarks, notebooks).
+- :func:`fit_hetrom` builds the trainer and runs it
+  (``raymeta.training.trainer.run_trainer``); :func:`train_hetrom_in_process` runs
+  the same meta step without Ray (benchmarks, notebooks).
 
 Example:
     >>> from raymeta.config import load_config
@@ -321,7 +321,7 @@ def fit_hetrom(
         TrainingFailedError: Workers failed more often than ``cfg.max_failures``
             allows; the message names the newest checkpoint to resume from.
     """
-    from raymeta.training.trainer import build_trainer, fit_trainer
+    from raymeta.training.trainer import run_trainer
 
     # workers run in other directories: pin local paths before shipping the config
     cfg = dataclasses.replace(
@@ -332,21 +332,15 @@ def fit_hetrom(
     loop_config = {"config": dataclasses.asdict(cfg), "run_id": run_name} | (
         hooks or {}
     )
-    trainer = build_trainer(
+    return run_trainer(
         hetrom_train_loop,
         loop_config,
+        method="HeTRoM",
         run_name=run_name,
         storage_path=cfg.storage_path,
         num_workers=cfg.num_workers,
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
-    )
-    return fit_trainer(
-        trainer,
-        method="HeTRoM",
-        run_name=run_name,
-        storage_path=cfg.storage_path,
-        max_failures=cfg.max_failures,
     )
 
 

@@ -717,28 +717,21 @@ def fit_sama(
         TrainingFailedError: Workers failed more often than ``cfg.max_failures``
             allows; the message names the newest checkpoint to resume from.
     """
-    from raymeta.training.trainer import build_trainer, fit_trainer
+    from raymeta.training.trainer import run_trainer
 
-    run_name = run_name or cfg.run_name
     preflight(cfg)
     loop_config = {**dataclasses.asdict(cfg), **(hooks or {})}
-    trainer = build_trainer(
+    return run_trainer(
         sama_train_loop,
         loop_config,
-        run_name=run_name,
+        method="SAMA",
+        run_name=run_name or cfg.run_name,
         storage_path=cfg.storage_path,
         num_workers=cfg.num_workers,
         use_gpu=cfg.use_gpu,
         placement_strategy=cfg.placement_strategy,
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
-    )
-    return fit_trainer(
-        trainer,
-        method="SAMA",
-        run_name=run_name,
-        storage_path=cfg.storage_path,
-        max_failures=cfg.max_failures,
     )
 
 

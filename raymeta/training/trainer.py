@@ -48,7 +48,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from raymeta.errors import TrainingFailedError, TrainingSetupError
 from raymeta.training.checkpointing import newest_checkpoint
 
-__all__ = ["build_trainer", "fit_trainer", "training_failed_error"]
+__all__ = ["build_trainer", "fit_trainer", "run_trainer", "training_failed_error"]
 
 _CAUSE_CHARS = 300
 
@@ -164,6 +164,37 @@ def fit_trainer(
             storage_path=storage_path,
             max_failures=max_failures,
         ) from err
+
+
+def run_trainer(
+    train_loop: Callable[[dict[str, Any]], Any],
+    loop_config: dict[str, Any],
+    *,
+    method: str,
+    run_name: str,
+    storage_path: str | Path,
+    max_failures: int = 0,
+    **options: Any,
+) -> Any:
+    """:func:`build_trainer` then :func:`fit_trainer` with the same run settings.
+
+    Args:
+        train_loop: The per-worker function.
+        loop_config: Passed to ``train_loop``.
+        method: Name used in the error message (e.g. ``"SAMA"``).
+        run_name: Ray run name; reusing it with the same ``storage_path`` resumes.
+        storage_path: Directory (or URI) for checkpoints.
+        max_failures: Worker-group restarts allowed.
+        options: Further :func:`build_trainer` arguments (workers, GPU, timeout...).
+
+    Returns:
+        Ray's ``Result``.
+    """
+    run = {"run_name": run_name, "storage_path": storage_path}
+    trainer = build_trainer(
+        train_loop, loop_config, **run, max_failures=max_failures, **options
+    )
+    return fit_trainer(trainer, method=method, **run, max_failures=max_failures)
 
 
 def training_failed_error(
