@@ -26,12 +26,14 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from raymeta.errors import ConfigError
+from raymeta.names import name_problem
 
 __all__ = [
     "JobConfig",
+    "check_config",
     "job_names",
     "load_config",
     "parse_config",
@@ -55,9 +57,34 @@ class JobConfig:
     job: str = ""
     seed: int = 0
 
+    #: Fields holding names that become path components (experiment, run, ...):
+    #: each passes the store's name rule before anything starts.
+    NAME_FIELDS: ClassVar[tuple[str, ...]] = (
+        "experiment",
+        "run_name",
+        "extra_meta_experiments",
+    )
+
     def problems(self) -> list[str]:
         """Cross-field checks; return a list of human-readable problems (empty = ok)."""
         return []
+
+    def name_problems(self) -> list[str]:
+        """Names that could escape their directory (see :mod:`raymeta.names`)."""
+        out = []
+        for field in self.NAME_FIELDS:
+            value = getattr(self, field, None)
+            if isinstance(value, tuple | list):
+                labelled = [
+                    (f"{field}[{i}]: experiment", v) for i, v in enumerate(value)
+                ]
+            else:
+                labelled = [(field.removesuffix("_name"), value)]
+            for what, item in labelled:
+                problem = None if item is None else name_problem(item, what=what)
+                if problem:
+                    out.append(problem)
+        return out
 
 
 def register_job_config(name: str) -> Callable[[type[C]], type[C]]:
@@ -70,6 +97,26 @@ def register_job_config(name: str) -> Callable[[type[C]], type[C]]:
         return cls
 
     return decorate
+
+
+def check_config(cfg: JobConfig, *, source: str = "config") -> JobConfig:
+    """Re-check a config object (e.g. after overriding fields); return it.
+
+    Library entry points call this, so a config built in code, or changed with
+    ``dataclasses.replace`` (``--run-name``, ``--store``), is held to the same
+    rules as one loaded from TOML, before any worker or trial starts.
+
+    Raises:
+        ConfigError: Lists every problem found, prefixed with ``source``.
+    """
+    _raise_problems(cfg.name_problems() + cfg.problems(), source)
+    return cfg
+
+
+def _raise_problems(problems: list[str], source: str) -> None:
+    if problems:
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listing}")
 
 
 def job_names() -> list[str]:
@@ -92,9 +139,16 @@ def load_config(path: str | Path) -> JobConfig:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {str(path)!r} is a directory, not a file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start} cannot be decoded ({err.reason}); save the file as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
     return parse_config(data, source=str(path))
@@ -119,10 +173,8 @@ def parse_section(cls: type[C], data: Mapping[str, Any], *, source: str) -> C:
     problems: list[str] = []
     value = _build(cls, data, "", problems)
     if not problems and isinstance(value, JobConfig):
-        problems.extend(value.problems())
-    if problems:
-        listing = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{source}: {len(problems)} problem(s):\n{listing}")
+        problems.extend(value.name_problems() + value.problems())
+    _raise_problems(problems, source)
     return value  # type: ignore[return-value]
 
 
@@ -161,7 +213,7 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
 def _convert(hint: Any, value: Any, path: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, f"{path}.", problems)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -336,10 +388,12 @@ class HeTRoMConfig(JobConfig):
     (``head``, ``inner_steps``, ``inner_lr``, ``l2``, ``first_order``), the embedding
     (``hidden``, ``embedding_dim``, ``embedding_scale``), ``meta_lr`` and the run
     (``steps``, ``tasks_per_batch``, ``test_tasks``, ``num_workers``, ...). ``m`` and
-    ``k`` count tasks of the global meta-batch.
+    ``k`` count tasks of the global meta-batch. ``run_name`` is the Ray run name
+    (rerunning with it resumes); None = ``"<experiment>-s<seed>"``.
     """
 
     experiment: str = "hetrom"
+    run_name: str | None = None
     family: str = "gaussian_clusters"
     ways: int = 5
     shots: int = 1
@@ -437,6 +491,7 @@ class TuneScaMLGPConfig(JobConfig):
         acquisition: "ucb", "ei" or "logei".
         beta: UCB beta.
         restarts: Target-model fit restarts per suggestion.
+        min_task_points: Meta-tasks with fewer observations are left out.
         num_restarts: Acquisition optimiser restarts.
         raw_samples: Sobol candidates screened per suggestion.
         meta_restarts: Restarts per meta-task GP fit.
@@ -461,6 +516,7 @@ class TuneScaMLGPConfig(JobConfig):
     num_restarts: int = 4
     raw_samples: int = 1024
     meta_restarts: int = 5
+    min_task_points: int = 3
     num_fit_workers: int = 1
     fit_num_cpus: float = 0.0
     extra_meta_experiments: tuple[str, ...] = ()
@@ -477,15 +533,15 @@ class TuneScaMLGPConfig(JobConfig):
         for name in ("num_meta_tasks", "n_meta", "num_samples", "max_concurrent"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("restarts", "meta_restarts", "num_fit_workers", "fit_num_cpus"):
-            if getattr(self, name) < 0:
-                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        from raymeta.search.options import problems as option_problems
+
+        out += option_problems(self.searcher_options())
         return out
 
     def searcher_options(self) -> dict:
         """ScaMLGPSearch model options (keys equal its keyword arguments)."""
         keys = (
             "acquisition beta restarts num_restarts raw_samples meta_restarts "
-            "num_fit_workers fit_num_cpus"
+            "min_task_points num_fit_workers fit_num_cpus"
         ).split()
         return {k: getattr(self, k) for k in keys}

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import pandas as pd
 import pyarrow as pa
@@ -53,37 +53,16 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raymeta.errors import (
-    InvalidNameError,
     SchemaMismatchError,
     StoreError,
     UnknownTableError,
 )
+from raymeta.names import validate_name
 from raymeta.results.schema import TABLES, TableSpec
 
 __all__ = ["ResultStore", "validate_name"]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-+:@, ]{0,199}$")
-_NAME_RULE = (
-    "use letters, digits and . _ - + : @ , or space, starting with a letter or digit "
-    "(at most 200 characters)"
-)
-Rows = pd.DataFrame | pa.Table | Sequence[Mapping[str, Any]]
-
-
-def validate_name(value: object, *, what: str) -> str:
-    """Return ``value`` if it is a safe path component, else raise.
-
-    Args:
-        value: A table name or partition value that came from a user.
-        what: What the name is, for the message (e.g. ``"experiment"``).
-
-    Raises:
-        InvalidNameError: The name could escape the store root (path separators,
-            ``..``, control characters) or is otherwise unsafe.
-    """
-    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
-        raise InvalidNameError(f"{what} name {value!r} is not allowed: {_NAME_RULE}")
-    return value
+Rows: TypeAlias = pd.DataFrame | pa.Table | Sequence[Mapping[str, Any]]
 
 
 class ResultStore:
@@ -186,7 +165,10 @@ class ResultStore:
             data: A pandas DataFrame, a pyarrow Table or a list of dicts.
             key: Idempotency key (a string or a sequence of parts such as
                 ``(experiment, trial_id, attempt)``). An append whose key was already
-                written is a no-op.
+                written is a no-op; if its rows differ from the stored ones (beyond
+                the table's ``volatile`` timing columns) the stored rows are kept
+                and a warning names the key and the differing columns, since a key
+                reused for other data is a caller's bug that would lose rows.
 
         Returns:
             The number of rows written (0 when the key was already present).
@@ -208,7 +190,11 @@ class ResultStore:
             (self._data_path(spec, values, key_id), part) for values, part in groups
         ]
         if key_id is not None:
-            targets = [(p, t) for p, t in targets if not self._exists(p)]
+            stored = {p for p, _ in targets if self._exists(p)}
+            for path, part in targets:
+                if path in stored:
+                    self._warn_if_different(spec, path, part, key)
+            targets = [(p, t) for p, t in targets if p not in stored]
             if not targets:
                 return 0
         for path, part in targets:
@@ -266,6 +252,32 @@ class ResultStore:
                 f"cannot write to results store {self._root!r}: {err}; "
                 "check the path exists and is writable"
             ) from None
+
+    def _warn_if_different(
+        self, spec: TableSpec, path: str, part: pa.Table, key: Any
+    ) -> None:
+        """Warn when a keyed retry carries other rows than the ones stored."""
+        new = part.drop_columns(list(spec.partition_cols))
+        old = pq.read_table(path, filesystem=self._fs)
+        columns = [
+            c
+            for c in new.column_names
+            if c in old.column_names and c not in spec.volatile
+        ]
+        differing = [
+            c
+            for c in columns
+            if old.num_rows != new.num_rows
+            or not old.column(c).equals(new.column(c).cast(old.schema.field(c).type))
+        ]
+        if differing:
+            warnings.warn(
+                f"results store: table {spec.name!r} already holds rows under key "
+                f"{key!r} ({old.num_rows} row(s)); the {new.num_rows} new row(s) "
+                f"differ in column(s) {differing}, so they were NOT written; use a "
+                "new key for new data",
+                stacklevel=3,
+            )
 
     def _data_path(
         self, spec: TableSpec, values: tuple[str, ...], key_id: str | None

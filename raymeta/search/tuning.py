@@ -24,13 +24,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from raymeta.errors import ConfigError, TuningIncompleteError
+from raymeta.names import validate_name
 from raymeta.results.atomic_fs import atomic_local_filesystem, remove_temporaries
 from raymeta.search.callback import ReconcileCallback, StoreCallback
 from raymeta.search.resume import restorable
@@ -165,6 +166,7 @@ def run_family_tuning(
     max_concurrent: int = 1,
     store: Any = None,
     task_id: str | None = None,
+    callbacks: Sequence[tune.Callback] = (),
 ) -> tuple[tune.ResultGrid, TimedSearcher | None]:
     """Tune the study's target task (start, or resume if the experiment exists).
 
@@ -179,10 +181,16 @@ def run_family_tuning(
         max_concurrent: Trials in flight at once.
         store: Optional ResultStore; every finished trial is appended to ``trials``.
         task_id: Task id written with the trials (default: the experiment).
+        callbacks: Further Tune callbacks (e.g. a progress display).
 
     Returns:
         The result grid and the timing wrapper (``None`` for a resumed run).
+
+    Raises:
+        InvalidNameError: ``experiment`` could escape ``storage_path`` (checked
+            before any file under it is renamed or removed).
     """
+    validate_name(experiment, what="experiment")
     if "://" not in storage_path:
         storage_path = os.path.abspath(storage_path)
     path = os.path.join(storage_path, experiment)
@@ -204,7 +212,9 @@ def run_family_tuning(
         )
         return _complete(tuner.fit(), num_samples, path), None
     timed = TimedSearcher(searcher)
-    callbacks = [ReconcileCallback(searcher)] if hasattr(searcher, "reconcile") else []
+    callbacks = list(callbacks)
+    if hasattr(searcher, "reconcile"):
+        callbacks.append(ReconcileCallback(searcher))
     if store is not None:
         callbacks.append(
             StoreCallback(

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from raymeta.errors import TrainingSetupError
+from raymeta.names import validate_name
 
 __all__ = [
     "TrainingState",
@@ -246,7 +247,7 @@ def newest_checkpoint(storage_path: str | Path, run_name: str) -> Path | None:
         ``storage_path/run_name/checkpoint_step<step>``, or None when the run has
         no (registered) checkpoint.
     """
-    run_dir = Path(storage_path) / run_name
+    run_dir = Path(storage_path) / validate_name(run_name, what="run")
     try:
         snapshot = json.loads((run_dir / RAY_CHECKPOINT_SNAPSHOT).read_text())
         latest = snapshot["latest_checkpoint_result"]

@@ -38,7 +38,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from raymeta.errors import TrainingFailedError, TrainingSetupError
+from raymeta.names import validate_name
 from raymeta.training.checkpointing import newest_checkpoint
 
 __all__ = ["build_trainer", "fit_trainer", "run_trainer", "training_failed_error"]
@@ -67,6 +68,7 @@ def build_trainer(
     timeout_minutes: float = 5.0,
     backend: str | None = None,
     placement_strategy: str = "PACK",
+    callbacks: Sequence[Any] = (),
 ) -> TorchTrainer:
     """Create a ``TorchTrainer`` running ``train_loop(loop_config)`` on each worker.
 
@@ -85,13 +87,17 @@ def build_trainer(
         backend: torch.distributed backend; None picks gloo on CPU, nccl on GPU.
         placement_strategy: How workers are placed on nodes ("PACK", "SPREAD",
             "STRICT_PACK", "STRICT_SPREAD").
+        callbacks: ``ray.train.UserCallback`` objects, run in the Train controller
+            (e.g. :class:`raymeta.progress.TrainProgress`).
 
     Returns:
         A configured ``TorchTrainer``; call ``fit()`` on it.
 
     Raises:
         TrainingSetupError: A numeric argument is out of range.
+        InvalidNameError: ``run_name`` could escape ``storage_path``.
     """
+    validate_name(run_name, what="run")
     problems = []
     if num_workers < 0:
         problems.append(f"num_workers must be >= 0, got {num_workers}")
@@ -124,6 +130,7 @@ def build_trainer(
             storage_path=str(storage_path),
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+            callbacks=list(callbacks),
         ),
     )
 

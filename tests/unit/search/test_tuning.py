@@ -49,3 +49,24 @@ def test_timed_searcher_forwards_and_times():
     config = timed.suggest("1")
     timed.on_trial_complete("1", result={"loss": config["x"]})
     assert inner.num_observations == 1 and len(timed.suggest_seconds) == 1
+
+
+def test_an_experiment_that_escapes_the_storage_path_touches_nothing(tmp_path):
+    from raymeta.errors import InvalidNameError
+    from raymeta.search.tuning import run_family_tuning
+    from raymeta.tasks.bo import FAMILIES, draw_study
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".x.tmp").write_text("a temporary the resume helpers would delete")
+    study = draw_study(FAMILIES["branin"], seed=0, num_meta=1, n_meta=4)
+    with pytest.raises(InvalidNameError, match="experiment name '../outside'"):
+        run_family_tuning(
+            study,
+            searcher=None,
+            experiment="../outside",
+            storage_path=str(tmp_path / "runs"),
+            num_samples=1,
+        )
+    assert [p.name for p in outside.iterdir()] == [".x.tmp"]
+    assert not (tmp_path / "runs").exists()

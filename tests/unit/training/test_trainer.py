@@ -88,3 +88,14 @@ def test_build_trainer_rounds_the_collective_timeout_up_and_rejects_bad_values(
     assert trainer.backend_config.timeout_s == 1  # int() would have made it 0
     with pytest.raises(TrainingSetupError, match="timeout_minutes must be > 0"):
         build_trainer(_loop, {}, run_name="r", storage_path=tmp_path, timeout_minutes=0)
+
+
+@pytest.mark.parametrize("name", ["../escaped", "/anywhere", "a/b"])
+def test_a_run_name_that_escapes_the_storage_path_is_refused(tmp_path, name):
+    from raymeta.errors import InvalidNameError
+    from raymeta.training.checkpointing import newest_checkpoint
+
+    with pytest.raises(InvalidNameError, match="run name"):
+        build_trainer(_loop, {}, run_name=name, storage_path=tmp_path)
+    with pytest.raises(InvalidNameError, match="run name"):
+        newest_checkpoint(tmp_path, name)
