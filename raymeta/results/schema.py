@@ -37,6 +37,9 @@ class TableSpec:
         required: Columns every appended row must carry, non-null.
         partition_cols: Low-cardinality columns the dataset is hive-partitioned on.
         version: Schema version written into each file's metadata.
+        volatile: Columns that legitimately differ when the same keyed append is
+            retried (timings, timestamps); ignored when a retry's rows are compared
+            with the rows already stored under its key.
     """
 
     name: str
@@ -44,6 +47,7 @@ class TableSpec:
     required: tuple[str, ...]
     partition_cols: tuple[str, ...] = ("experiment",)
     version: int = SCHEMA_VERSION
+    volatile: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Check that required and partition columns are declared."""
@@ -58,10 +62,15 @@ class TableSpec:
 
 
 def _spec(
-    name: str, required: tuple[str, ...], *fields: tuple[str, pa.DataType]
+    name: str,
+    required: tuple[str, ...],
+    *fields: tuple[str, pa.DataType],
+    volatile: tuple[str, ...] = (),
 ) -> TableSpec:
     schema = pa.schema([pa.field("experiment", pa.string()), *fields])
-    return TableSpec(name=name, schema=schema, required=("experiment", *required))
+    return TableSpec(
+        name=name, schema=schema, required=("experiment", *required), volatile=volatile
+    )
 
 
 TABLES: dict[str, TableSpec] = {
@@ -82,6 +91,7 @@ TABLES: dict[str, TableSpec] = {
             ("seed", pa.int64()),
             ("time_total_s", pa.float64()),
             ("finished_at", _TS),
+            volatile=("time_total_s", "finished_at"),
         ),
         _spec(
             "meta_tasks",
@@ -93,6 +103,7 @@ TABLES: dict[str, TableSpec] = {
             ("state", pa.binary()),
             ("fit_seconds", pa.float64()),
             ("created_at", _TS),
+            volatile=("fit_seconds", "created_at"),
         ),
         _spec(
             "metrics",
@@ -105,6 +116,7 @@ TABLES: dict[str, TableSpec] = {
             ("rank", pa.int64()),
             ("attempt", pa.int64()),
             ("wall_time_s", pa.float64()),
+            volatile=("wall_time_s",),
         ),
         _spec(
             "data_weights",
@@ -145,6 +157,7 @@ TABLES: dict[str, TableSpec] = {
             ("machine", pa.string()),
             ("command", pa.string()),
             ("recorded_at", _TS),
+            volatile=("recorded_at",),
         ),
     )
 }

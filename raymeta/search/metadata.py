@@ -53,6 +53,7 @@ __all__ = [
     "StoreMetaData",
     "TuneMetaData",
     "build_meta_tasks",
+    "drop_small_tasks",
     "load_meta_frame",
 ]
 
@@ -86,7 +87,7 @@ class FrameMetaData:
                     "metric_column= to FrameMetaData to name yours"
                 )
         out = frame.drop(columns=[self.task_column, column])
-        out.insert(0, TASK, frame[self.task_column].astype(str).to_numpy())
+        out.insert(0, TASK, _task_ids(frame[self.task_column], self.task_column))
         out[VALUE] = frame[column].to_numpy()
         return out.reset_index(drop=True)
 
@@ -127,8 +128,9 @@ class StoreMetaData:
         if trials.empty:
             return _empty_frame()
         configs = pd.DataFrame([json.loads(c) for c in trials["config"]])
-        task = trials["experiment"].astype(str) + ":" + trials["task_id"].astype(str)
-        configs.insert(0, TASK, task.to_numpy())
+        ids = _task_ids(trials["task_id"].fillna(trials["experiment"]), "task_id")
+        task = trials["experiment"].astype(str).to_numpy() + ":" + ids
+        configs.insert(0, TASK, task)
         configs[VALUE] = trials["value"].to_numpy()
         return configs
 
@@ -183,6 +185,20 @@ def _tune_frame(run: Any, metric: str, task_id: str | None) -> pd.DataFrame:
     out.insert(0, TASK, task_id or path.name)
     out[VALUE] = frame[metric].to_numpy()
     return out.reset_index(drop=True)
+
+
+def _task_ids(column: pd.Series, name: str) -> np.ndarray:
+    """Task ids as strings; a missing id is an error, never the task "None"."""
+    missing = column.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise MetaDataError(
+            f"meta-data: task column {name!r} is empty (None/NaN) in "
+            f"{int(missing.sum())} row(s), first in row {row}; every row needs the id "
+            "of its earlier task "
+            "(fill the column or drop those rows)"
+        )
+    return column.astype(str).to_numpy()
 
 
 def _empty_frame() -> pd.DataFrame:
@@ -256,6 +272,12 @@ def _is_task_list(values: Sequence[Any]) -> bool:
 
 
 def _numeric_objective(frame: pd.DataFrame) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(frame[VALUE]) or _holds_bool(frame[VALUE]):
+        raise MetaDataError(
+            "meta-data: the objective column holds booleans; expected numbers (a "
+            "trial reporting a boolean metric is treated as failed by the searcher "
+            "too); convert it, e.g. frame[metric].astype(float), if that is meant"
+        )
     values = pd.to_numeric(frame[VALUE], errors="coerce")
     bad = values.isna() & frame[VALUE].notna()
     if bad.any():
@@ -266,6 +288,39 @@ def _numeric_objective(frame: pd.DataFrame) -> np.ndarray:
             "number; clean or drop such rows"
         )
     return values.to_numpy(dtype=np.float64)
+
+
+def _holds_bool(column: pd.Series) -> bool:
+    return column.dtype == object and any(
+        isinstance(v, bool | np.bool_) for v in column
+    )
+
+
+def drop_small_tasks(tasks: Sequence[TaskData], min_points: int) -> list[TaskData]:
+    """Leave out meta-tasks with fewer than ``min_points`` observations.
+
+    A GP fitted on one or two points has no information about its lengthscales;
+    its posterior variance away from those points pulls the warm start towards the
+    edges of the space (see :class:`~raymeta.search.options.SearcherOptions`).
+
+    Args:
+        tasks: The meta-tasks.
+        min_points: Smallest number of observations a meta-task needs.
+
+    Returns:
+        The tasks with at least ``min_points`` observations, in their order; one
+        warning names those left out.
+    """
+    small = [t.task_id for t in tasks if t.n < min_points]
+    if small:
+        shown = small[:10] + (["..."] if len(small) > 10 else [])
+        warnings.warn(
+            f"meta-data: left out {len(small)} meta-task(s) with fewer than "
+            f"{min_points} observations (min_task_points): {shown}; such tasks "
+            "cannot inform a GP's lengthscales and would mislead the warm start",
+            stacklevel=3,
+        )
+    return [t for t in tasks if t.n >= min_points]
 
 
 def build_meta_tasks(

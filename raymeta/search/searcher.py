@@ -85,7 +85,8 @@ from raymeta.search.checkpoint import (
     write_checkpoint,
     write_meta_file,
 )
-from raymeta.search.metadata import build_meta_tasks, load_meta_frame
+from raymeta.search.metadata import build_meta_tasks, drop_small_tasks, load_meta_frame
+from raymeta.search.options import SearcherOptions
 from raymeta.search.space import (
     SearchSpace,
     convert_search_space,
@@ -125,6 +126,9 @@ class ScaMLGPSearch(Searcher):
         num_restarts: Restarts of the acquisition optimiser.
         raw_samples: Sobol candidates screened for the acquisition starts.
         meta_restarts: Prior-drawn restarts of each meta-task GP fit.
+        min_task_points: Meta-tasks with fewer observations are left out with one
+            warning naming them (see :class:`~raymeta.search.options.SearcherOptions`
+            for why and for the measured effect).
         num_fit_workers: Ray workers for the meta-task GP fits (0 = in-process).
         fit_min_tasks_per_worker: Fewer meta-tasks than this to fit are fitted in
             the driver: a Ray worker's start-up (seconds) costs more than the fits
@@ -140,8 +144,9 @@ class ScaMLGPSearch(Searcher):
         max_concurrent: Maximum pending trials (also set by ConcurrencyLimiter).
 
     Raises:
-        SearcherSetupError: ``mode`` is not ``"min"``/``"max"`` or the warm-start
-            lists have different lengths.
+        SearcherSetupError: ``mode`` is not ``"min"``/``"max"``, the warm-start
+            lists have different lengths, or an option is out of its range (the
+            message names it and the allowed values).
         SearchSpaceError: ``space`` or ``points_to_evaluate`` is invalid.
         MetaDataError: ``meta_data`` is empty or malformed (names task/column/value).
     """
@@ -162,6 +167,7 @@ class ScaMLGPSearch(Searcher):
         num_restarts: int = 4,
         raw_samples: int = 1024,
         meta_restarts: int = 5,
+        min_task_points: int = 3,
         num_fit_workers: int = 1,
         fit_num_cpus: float = 0.0,
         fit_min_tasks_per_worker: int = 32,
@@ -182,19 +188,20 @@ class ScaMLGPSearch(Searcher):
                 "reward per point"
             )
         self._seed = int(seed)
-        self._options = {
-            "acquisition": acquisition,
-            "beta": float(beta),
-            "restarts": int(restarts),
-            "num_restarts": int(num_restarts),
-            "raw_samples": int(raw_samples),
-            "meta_restarts": int(meta_restarts),
-            "num_fit_workers": int(num_fit_workers),
-            "fit_num_cpus": float(fit_num_cpus),
-            "fit_min_tasks_per_worker": int(fit_min_tasks_per_worker),
-            "fit_max_retries": int(fit_max_retries),
-            "num_threads": int(num_threads),
-        }
+        self._options = SearcherOptions(
+            acquisition=acquisition,
+            beta=beta,
+            restarts=restarts,
+            num_restarts=num_restarts,
+            raw_samples=raw_samples,
+            meta_restarts=meta_restarts,
+            min_task_points=min_task_points,
+            num_fit_workers=num_fit_workers,
+            fit_num_cpus=fit_num_cpus,
+            fit_min_tasks_per_worker=fit_min_tasks_per_worker,
+            fit_max_retries=fit_max_retries,
+            num_threads=num_threads,
+        )
         self._meta_store = meta_store
         self._max_concurrent = max_concurrent
         self._space: SearchSpace | None = None
@@ -385,7 +392,7 @@ class ScaMLGPSearch(Searcher):
             "mode": self._mode,
             "space": self._space,
             "seed": self._seed,
-            "options": dict(self._options),
+            "options": self._options.as_dict(),
             "max_concurrent": self._max_concurrent,
             "num_suggested": self._num_suggested,
             "X": [x.copy() for x in self._X],
@@ -415,7 +422,7 @@ class ScaMLGPSearch(Searcher):
 
         self._metric, self._mode = state["metric"], state["mode"]
         self._space, self._seed = state["space"], state["seed"]
-        self._options = dict(state["options"])
+        self._options = SearcherOptions.from_mapping(state["options"])
         self._max_concurrent = state["max_concurrent"]
         self._num_suggested = state["num_suggested"]
         self._X, self._y = list(state["X"]), list(state["y"])
@@ -503,7 +510,7 @@ class ScaMLGPSearch(Searcher):
             return
         if isinstance(source, list | tuple) and source and _all_tasks(source):
             validate_meta_tasks(source)
-            self._meta_tasks = list(source)
+            self._meta_tasks = drop_small_tasks(source, self._options.min_task_points)
             self._meta_source = None
             return
         self._meta_frame = load_meta_frame(source, metric=self._metric)
@@ -526,7 +533,8 @@ class ScaMLGPSearch(Searcher):
             return
         if self._meta_frame is not None:
             tasks = build_meta_tasks(self._meta_frame, self._space, mode=self._mode)
-            self._meta_tasks, self._meta_frame = tasks, None
+            self._meta_frame = None
+            self._meta_tasks = drop_small_tasks(tasks, self._options.min_task_points)
         self._check_meta_dim()
         if self._rewards is not None:
             for i, (point, reward) in enumerate(
@@ -583,7 +591,7 @@ class ScaMLGPSearch(Searcher):
             return self._complete_point(self._points.pop(0), self._num_suggested)
         rng = self._rng()
         try:
-            with _torch_threads(self._options.get("num_threads", 1)):
+            with _torch_threads(self._options.num_threads):
                 x = self._space.canonical(self._propose())
         except Exception as err:  # the model's own fallbacks failed: stay alive
             log.warning("ScaML-GP proposal failed (%s); suggesting at random", err)
@@ -601,12 +609,12 @@ class ScaMLGPSearch(Searcher):
             seed=self._step_seed(),
             pending=_stack(list(self._pending.values())),
             avoid=_stack(self._failed),
-            acquisition=options["acquisition"],
-            beta=options["beta"],
+            acquisition=options.acquisition,
+            beta=options.beta,
             init_state=self._target_state,
-            restarts=options["restarts"],
-            num_restarts=options["num_restarts"],
-            raw_samples=options["raw_samples"],
+            restarts=options.restarts,
+            num_restarts=options.num_restarts,
+            raw_samples=options.raw_samples,
         )
         if proposal.fallback:
             log.warning("ScaML-GP used fallback %r", proposal.fallback)
@@ -624,18 +632,18 @@ class ScaMLGPSearch(Searcher):
             return []
         import ray
 
-        from raymeta.search.fitting import DEFAULT_MAX_RETRIES, fit_meta_tasks
+        from raymeta.search.fitting import fit_meta_tasks
 
-        workers = self._options["num_fit_workers"] if ray.is_initialized() else 0
+        options = self._options
         return fit_meta_tasks(
             tasks,
             seed=self._seed,
-            num_workers=workers,
-            num_cpus_per_worker=self._options["fit_num_cpus"],
+            num_workers=options.num_fit_workers if ray.is_initialized() else 0,
+            num_cpus_per_worker=options.fit_num_cpus,
             store=self._meta_store,
-            restarts=self._options["meta_restarts"],
-            min_tasks_per_worker=self._options.get("fit_min_tasks_per_worker", 1),
-            max_retries=self._options.get("fit_max_retries", DEFAULT_MAX_RETRIES),
+            restarts=options.meta_restarts,
+            min_tasks_per_worker=options.fit_min_tasks_per_worker,
+            max_retries=options.fit_max_retries,
         )
 
     def _target_task(self) -> TaskData | None:

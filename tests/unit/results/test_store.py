@@ -199,3 +199,19 @@ def test_uri_root(tmp_path):
     store = ResultStore(f"file://{tmp_path}/s")
     store.append("metrics", [{"experiment": "e", "name": "n", "value": 1.0}])
     assert store.read("metrics").num_rows == 1
+
+
+def test_keyed_retry_with_other_rows_warns_and_keeps_the_first(tmp_path):
+    import warnings
+
+    store = ResultStore(tmp_path)
+    row = {"experiment": "e", "name": "loss", "value": 0.5, "wall_time_s": 1.0}
+    assert store.append("metrics", [row], key="k") == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a retry that differs only in timings is quiet
+        assert store.append("metrics", [row | {"wall_time_s": 9.0}], key="k") == 0
+    with pytest.warns(UserWarning, match=r"key 'k'.*differ in column\(s\) \['value'\]"):
+        assert store.append("metrics", [row | {"value": 0.7}], key="k") == 0
+    with pytest.warns(UserWarning, match="1 row.*2 new row"):
+        assert store.append("metrics", [row, row], key="k") == 0
+    assert store.to_pandas("metrics")["value"].tolist() == [0.5]

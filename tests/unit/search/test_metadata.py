@@ -162,3 +162,19 @@ def test_store_without_matching_trials_is_empty(tmp_path):
     store = ResultStore(tmp_path / "store")
     with pytest.raises(MetaDataError, match=r"meta-data is empty"):
         load_meta_frame(StoreMetaData(store), metric="loss")
+
+
+def test_a_missing_task_id_is_rejected_not_named_none():
+    frame = pd.DataFrame({"task_id": ["a", None], "x": [0.1, 0.2], "loss": [1.0, 2.0]})
+    with pytest.raises(MetaDataError, match="task column 'task_id' is empty"):
+        load_meta_frame(frame, metric="loss")
+
+
+def test_a_boolean_objective_is_rejected_as_the_target_metric_is():
+    frame = pd.DataFrame({"task_id": ["a", "a"], "x": [0.1, 0.2], "ok": [True, False]})
+    with pytest.raises(MetaDataError, match="objective column holds booleans"):
+        load_meta_frame(frame, metric="ok")
+    mixed = frame.astype({"ok": object})
+    mixed.loc[1, "ok"] = 0.5
+    with pytest.raises(MetaDataError, match="booleans"):
+        load_meta_frame(mixed, metric="ok")

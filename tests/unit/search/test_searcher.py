@@ -520,3 +520,35 @@ def test_reconcile_aligns_a_restored_searcher_with_tunes_trials():
     assert sorted(searcher.pending_trials) == ["running"]
     searcher.reconcile([done, running, errored])  # idempotent
     assert searcher.num_observations == 1
+
+
+@pytest.mark.slow
+def test_one_row_meta_tasks_are_left_out_with_one_warning():
+    # Two good meta-tasks put the first suggestion at their optimum (0.7); 20
+    # one-row tasks from the same function used to move it to the worst point (1.0).
+    grid = np.linspace(0, 1, 12)
+    good = pd.DataFrame(
+        [
+            {"task_id": t, "x": x, "loss": (x - 0.7) ** 2 + off}
+            for t, off in (("a", 0.0), ("b", 0.05))
+            for x in grid
+        ]
+    )
+    xs = np.random.default_rng(0).uniform(0, 1, 20)
+    tiny = pd.DataFrame(
+        {"task_id": [f"one-{i}" for i in range(20)], "x": xs, "loss": (xs - 0.7) ** 2}
+    )
+
+    def first(meta):
+        searcher = ScaMLGPSearch(
+            {"x": tune.uniform(0, 1)}, metric="loss", mode="min", meta_data=meta
+        )
+        return searcher.suggest("1")["x"]
+
+    alone = first(good)
+    with pytest.warns(
+        UserWarning, match=r"left out 20 meta-task\(s\) with fewer than 3"
+    ):
+        with_tiny = first(pd.concat([good, tiny]))
+    assert abs(alone - 0.7) < 0.05
+    assert with_tiny == alone
