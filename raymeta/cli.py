@@ -18,6 +18,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from raymeta.errors import RaymetaError
 
@@ -32,24 +33,55 @@ def _store(root: str, *, must_exist: bool = True):
     return ResultStore(root)
 
 
-def _filters(args: argparse.Namespace) -> list | None:
+def _filters(args: argparse.Namespace, store: Any, table: str) -> list | None:
+    """``--experiment`` / ``--where COL=VALUE`` as pyarrow filters, checked first.
+
+    Each column must be one of the table's (the message lists them) and each value
+    must convert to the column's type, so bad input never reaches pyarrow.
+    """
+    schema = store.schema(table)
     filters = [("experiment", "=", e) for e in [args.experiment] if e]
     for item in args.where or []:
-        column, sep, value = item.partition("=")
-        if not sep:
+        column, sep, text = item.partition("=")
+        if not sep or not column:
             raise RaymetaError(f"--where expects COLUMN=VALUE, got {item!r}")
-        filters.append((column, "=", _literal(value)))
+        if column not in schema.names:
+            raise RaymetaError(
+                f"--where {item!r}: table {table!r} has no column {column!r}; its "
+                f"columns are {schema.names}"
+            )
+        filters.append((column, "=", _typed(text, schema.field(column), item)))
     return filters or None
 
 
-def _literal(text: str) -> int | float | str:
-    """Read a number where one is written, so numeric columns compare as numbers."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def _typed(text: str, field: Any, item: str) -> Any:
+    """The ``--where`` value ``text`` converted to the column's Arrow type."""
+    import pyarrow as pa
+
+    kind = field.type
+    try:
+        if pa.types.is_boolean(kind):
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return lowered in ("true", "1")
+        if pa.types.is_integer(kind):
+            return int(text)
+        if pa.types.is_floating(kind):
+            return float(text)
+        if pa.types.is_timestamp(kind):
+            return pa.scalar(text).cast(kind)
+    except (ValueError, pa.ArrowInvalid):
+        raise RaymetaError(
+            f"--where {item!r}: column {field.name!r} holds {kind} values; "
+            f"{text!r} is not one"
+        ) from None
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return text
+    raise RaymetaError(
+        f"--where {item!r}: column {field.name!r} holds {kind} values, which "
+        "--where cannot compare; filter on another column"
+    )
 
 
 def cmd_results_ls(args: argparse.Namespace) -> int:
@@ -72,11 +104,21 @@ def cmd_results_show(args: argparse.Namespace) -> int:
     """Print a table's rows."""
     import pandas as pd
 
+    if args.limit < 0:
+        raise RaymetaError(f"--limit must be >= 0 (0 = all rows), got {args.limit}")
     store = _store(args.root)
     columns = args.columns.split(",") if args.columns else None
-    df = store.to_pandas(args.table, filters=_filters(args), columns=columns)
+    unknown = [c for c in columns or [] if c not in store.schema(args.table).names]
+    if unknown:
+        raise RaymetaError(
+            f"--columns: table {args.table!r} has no column(s) {unknown}; its columns "
+            f"are {store.schema(args.table).names}"
+        )
+    filters = _filters(args, store, args.table)
+    df = store.to_pandas(args.table, filters=filters, columns=columns)
+    shown = df.tail(args.limit) if args.limit else df
     with pd.option_context("display.max_columns", 30, "display.width", 160):
-        print(df.tail(args.limit).to_string(index=False) if len(df) else "(no rows)")
+        print(shown.to_string(index=False) if len(df) else "(no rows)")
     print(f"[{len(df)} rows]")
     return 0
 
@@ -85,7 +127,8 @@ def cmd_results_plot(args: argparse.Namespace) -> int:
     """Plot a stored table to a PNG."""
     from raymeta.results.plots import plot_lines
 
-    df = _store(args.root).to_pandas(args.table, filters=_filters(args))
+    store = _store(args.root)
+    df = store.to_pandas(args.table, filters=_filters(args, store, args.table))
     if df.empty:
         raise RaymetaError(f"table {args.table!r} has no rows matching the filters")
     out = plot_lines(df, x=args.x, y=args.y, by=args.by, out=args.out, logy=args.logy)
@@ -119,18 +162,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one job config."""
     from raymeta.config import load_config
-    from raymeta.runner import run_job, with_store
+    from raymeta.runner import run_job, with_overrides
 
-    cfg = with_store(load_config(args.config), args.store, args.storage_path)
-    print(run_job(cfg, run_name=args.run_name).text)
+    cfg = with_overrides(
+        load_config(args.config),
+        store=args.store,
+        storage_path=args.storage_path,
+        run_name=args.run_name,
+    )
+    print(run_job(cfg).text)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
-    from raymeta.demo import run_demo
+    from raymeta.demo import STAGES, run_demo
 
-    run_demo(args.store)
+    stages = args.stages.split(",") if args.stages else STAGES
+    run_demo(args.store, verbose=args.verbose, stages=stages)
     return 0
 
 
@@ -143,6 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run the three methods end to end on local Ray")
     demo.add_argument("--store", default="raymeta-results", help="results store root")
+    demo.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's own output too (default: written to <store>/logs/)",
+    )
+    demo.add_argument(
+        "--stages",
+        metavar="S1,S2",
+        help="run only these of tune,baseline,sama,hetrom (plots need all four)",
+    )
     demo.set_defaults(fn=cmd_demo)
     validate = sub.add_parser("validate", help="validate job config files")
     validate.add_argument("configs", nargs="+", metavar="CONFIG", help="TOML files")
@@ -182,7 +241,9 @@ def _add_results(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--where", action="append", metavar="COL=VALUE", help="filter")
     show = rsub.choices["show"]
     show.add_argument("--columns", help="comma-separated columns to print")
-    show.add_argument("--limit", type=int, default=50, help="print the last N rows")
+    show.add_argument(
+        "--limit", type=int, default=50, help="print the last N rows (0 = all)"
+    )
     plot = rsub.choices["plot"]
     plot.add_argument("--x", default="step", help="x column (default: step)")
     plot.add_argument("--y", default="value", help="y column (default: value)")

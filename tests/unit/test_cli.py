@@ -109,3 +109,48 @@ def test_help_exits_zero(capsys):
         main(["results", "--help"])
     assert exc.value.code == 0
     assert "ls" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--where", "nosuchcol=1"], "has no column 'nosuchcol'; its columns are"),
+        (["--where", "value=abc"], "column 'value' holds double values; 'abc'"),
+        (["--where", "step=1.5"], "column 'step' holds int64 values"),
+        (["--limit", "-1"], "--limit must be >= 0"),
+        (["--columns", "value,nope"], "has no column(s) ['nope']"),
+    ],
+)
+def test_show_rejects_bad_filters_in_one_line(root, capsys, args, message):
+    assert main(["results", "show", root, "metrics", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raymeta: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_show_limit_zero_prints_every_row(root, capsys):
+    assert main(["results", "show", root, "metrics", "--limit", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "[60 rows]" in out and len(out.strip().splitlines()) == 62
+
+
+def test_run_with_an_escaping_run_name_writes_nothing(tmp_path, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "sama_tiny.toml"
+    runs = tmp_path / "runs"
+    for bad in ("../escaped", str(tmp_path / "absolute")):
+        code = main(
+            ["run", str(config), "--storage-path", str(runs), "--run-name", bad]
+        )
+        assert code == 2
+        assert "run name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_validate_reports_a_non_utf8_file_in_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'job = "sama"\nx = "\xff"\n')
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8" in err and "offset 18" in err and "Traceback" not in err

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -78,3 +79,99 @@ def test_unknown_job_and_missing_file(tmp_path):
     bad.write_text("job = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+# ---- names, encodings and searcher options (issue: names that cannot escape) ----
+
+CONFIGS = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+SAMA_TINY = CONFIGS / "sama_tiny.toml"
+
+
+def _toml(tmp_path, text: str):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("job", "key", "value"),
+    [
+        ("sama", "run_name", "../../x"),
+        ("sama", "experiment", "../escaped"),
+        ("hetrom", "run_name", "/abs"),
+        ("hetrom", "experiment", "a/b"),
+        ("tune_scamlgp", "experiment", "../escaped-tune"),
+    ],
+)
+def test_validate_refuses_names_that_escape(tmp_path, job, key, value):
+    path = _toml(tmp_path, f'job = "{job}"\n{key} = "{value}"\n')
+    with pytest.raises(ConfigError, match=r"name '.*' is not allowed"):
+        load_config(path)
+
+
+def test_extra_meta_experiments_are_checked_one_by_one(tmp_path):
+    path = _toml(
+        tmp_path, 'job = "tune_scamlgp"\nextra_meta_experiments = ["ok", "../x"]\n'
+    )
+    with pytest.raises(ConfigError, match=r"extra_meta_experiments\[1\]"):
+        load_config(path)
+
+
+def test_overridden_run_name_is_checked_before_anything_runs():
+    from raymeta.runner import with_overrides
+
+    cfg = load_config(SAMA_TINY)
+    for bad in ("../escaped", "/tmp/anywhere"):
+        with pytest.raises(ConfigError, match="run name"):
+            with_overrides(cfg, run_name=bad)
+    assert with_overrides(cfg, run_name="fine-1").run_name == "fine-1"
+
+
+def test_run_name_is_refused_for_a_tuning_job():
+    from raymeta.runner import with_overrides
+
+    cfg = load_config(CONFIGS / "tune_scamlgp_tiny.toml")
+    with pytest.raises(ConfigError, match="--run-name does not apply"):
+        with_overrides(cfg, run_name="x")
+
+
+def test_a_config_built_in_code_is_checked_by_the_library_before_training():
+    import dataclasses
+
+    from raymeta.training.sama_loop import preflight
+
+    cfg = dataclasses.replace(load_config(SAMA_TINY), experiment="../escaped")
+    with pytest.raises(ConfigError, match="experiment name '../escaped'"):
+        preflight(cfg)
+
+
+def test_non_utf8_config_names_the_file_and_the_byte_offset(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('job = "sama"\nexperiment = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 .*offset 30"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("raw_samples = 0", "raw_samples: must be an integer >= 1"),
+        ("num_restarts = 0", "num_restarts: must be an integer >= 1"),
+        ("beta = nan", "beta: must be a finite number > 0, got nan"),
+        ("fit_num_cpus = nan", "fit_num_cpus: must be a finite number >= 0"),
+        ("min_task_points = 0", "min_task_points: must be an integer >= 1"),
+        ("raw_samples = 2\nnum_restarts = 4", "raw_samples: must be >= num_restarts"),
+    ],
+)
+def test_tune_config_rejects_searcher_options_that_would_make_it_random(
+    tmp_path, line, message
+):
+    path = _toml(tmp_path, f'job = "tune_scamlgp"\n{line}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_tune_config_rejects_an_unknown_acquisition(tmp_path):
+    path = _toml(tmp_path, 'job = "tune_scamlgp"\nacquisition = "bogus"\n')
+    with pytest.raises(ConfigError, match="acquisition: expected one of"):
+        load_config(path)
