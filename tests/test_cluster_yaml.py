@@ -49,3 +49,14 @@ def test_validation_catches_a_broken_config():
     config["head_node_type"] = "no-such-type"
     with pytest.raises(ValueError, match="head_node_type"):
         validate_config(prepare_config(config))
+
+
+def test_every_node_starts_with_token_auth_and_gets_the_token():
+    config = aws_config()
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    ray_starts = [c for c in starts if "ray start" in c]
+    assert len(ray_starts) == 2
+    assert all("RAY_AUTH_MODE=token ray start" in c for c in ray_starts)
+    mounts = config["file_mounts"]
+    assert mounts["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    assert "0.0.0.0" not in " ".join(ray_starts)  # job server only via the tunnel

@@ -8,6 +8,7 @@ process group it was started in (never `ray stop`, which kills every Ray of the 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -61,34 +62,81 @@ class RayHead:
                 self.process.wait(timeout=30)
 
 
-def start_head(num_cpus: int = 2, timeout_s: float = 120) -> RayHead:
-    temp_dir = tempfile.mkdtemp(prefix="rm-", dir="/tmp")
-    dashboard = free_port()
+def _head_env(**extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": uuid.uuid4().hex + uuid.uuid4().hex,
         "RAY_USAGE_STATS_ENABLED": "0",
         "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+        **extra,
     }
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _port_args(temp_dir: str, dashboard: int) -> list[str]:
+    """Free ports and an own temp dir, so the head disturbs no other Ray."""
+    return [
+        f"--temp-dir={temp_dir}",
+        f"--port={free_port()}",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+    ]
+
+
+def start_head(num_cpus: int = 2, timeout_s: float = 120) -> RayHead:
+    """A head with token auth on (a generated RAY_AUTH_TOKEN) and a dashboard."""
+    temp_dir = tempfile.mkdtemp(prefix="rm-", dir="/tmp")
+    dashboard = free_port()
+    env = _head_env(
+        RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=uuid.uuid4().hex + uuid.uuid4().hex
+    )
     cmd = [
         str(BIN / "ray"),
         "start",
         "--head",
         "--block",
         f"--num-cpus={num_cpus}",
-        f"--temp-dir={temp_dir}",
-        f"--port={free_port()}",
+        *_port_args(temp_dir, dashboard),
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
         "--disable-usage-stats",
     ]
+    return _launch(cmd, env, temp_dir, dashboard, timeout_s)
+
+
+def start_head_as_in_cluster_yaml(
+    start_line: str, home: Path, num_cpus: int = 1, timeout_s: float = 120
+) -> RayHead:
+    """Start a head with the environment and flags of ``cluster.yaml``'s command.
+
+    ``start_line`` is the ``ray start --head ...`` command of
+    ``head_start_ray_commands`` (environment assignments first). Its environment
+    and flags are kept as they are, except the ports, the temp dir and the
+    autoscaler config, which a test machine must choose itself. ``HOME`` is
+    ``home``, so the token is read from ``home/.ray/auth_token`` as on a node.
+    """
+    words = shlex.split(start_line)
+    assignments = [w for w in words if "=" in w and not w.startswith("-")]
+    words = words[len(assignments) :]
+    assert words[:3] == ["ray", "start", "--head"], words
+    env = _head_env(**dict(a.split("=", 1) for a in assignments), HOME=str(home))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    chosen = ("--port", "--object-manager-port", "--autoscaling-config")
+    kept = [w for w in words[3:] if not w.startswith(chosen)]
+    temp_dir = tempfile.mkdtemp(prefix="rm-", dir="/tmp")
+    dashboard = free_port()
+    cmd = [str(BIN / "ray"), "start", "--head", *kept, "--block"]
+    cmd += [f"--num-cpus={num_cpus}", *_port_args(temp_dir, dashboard)]
+    return _launch(cmd, env, temp_dir, dashboard, timeout_s)
+
+
+def _launch(
+    cmd: list[str], env: dict[str, str], temp_dir: str, dashboard: int, timeout_s: float
+) -> RayHead:
     log = open(Path(temp_dir) / "head.log", "w")  # closed when the head process ends
     process = subprocess.Popen(
         cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
