@@ -18,10 +18,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raymeta.config import HeTRoMConfig, JobConfig, SamaJobConfig, TuneScaMLGPConfig
+from raymeta.config import (
+    HeTRoMConfig,
+    JobConfig,
+    SamaJobConfig,
+    TuneScaMLGPConfig,
+    check_config,
+)
 from raymeta.errors import ClusterUnreachableError, ConfigError, RaymetaError
 
-__all__ = ["JobSummary", "check_ray_address", "job_main", "run_job", "with_store"]
+__all__ = [
+    "JobSummary",
+    "check_ray_address",
+    "connect_ray",
+    "job_main",
+    "run_job",
+    "with_overrides",
+    "with_store",
+]
 
 
 @dataclass
@@ -50,18 +64,47 @@ def with_store(
 
     Local paths are made absolute, because Ray workers run in other directories.
     """
+    return with_overrides(cfg, store=store, storage_path=storage_path)
+
+
+def with_overrides(
+    cfg: JobConfig,
+    *,
+    store: str | None = None,
+    storage_path: str | None = None,
+    run_name: str | None = None,
+) -> JobConfig:
+    """Return ``cfg`` with command-line overrides applied and checked again.
+
+    Local paths are made absolute, because Ray workers run in other directories.
+    The result passes :func:`~raymeta.config.check_config` (names included), so a
+    ``--run-name ../x`` fails here, before Ray starts.
+
+    Raises:
+        ConfigError: A run name for a job that has none, or any problem of the
+            overridden config.
+    """
     changes: dict[str, Any] = {}
     if store is not None:
         changes["store"] = store
     if storage_path is not None:
         changes["storage_path"] = storage_path
-    cfg = dataclasses.replace(cfg, **changes)
+    if run_name is not None:
+        if not hasattr(cfg, "run_name"):
+            raise ConfigError(
+                f"--run-name does not apply to job {cfg.job!r}: a tuning run is named "
+                'by its experiment; set experiment = "..." in the config instead'
+            )
+        changes["run_name"] = run_name
+    cfg = check_config(
+        dataclasses.replace(cfg, **changes), source="config with command-line overrides"
+    )
     absolute = {
         name: _absolute(getattr(cfg, name))
         for name in ("store", "storage_path")
         if getattr(cfg, name, None)
     }
-    return dataclasses.replace(cfg, **absolute)
+    return dataclasses.replace(cfg, **absolute)  # type: ignore[arg-type]
 
 
 def _absolute(path: str) -> str:
@@ -85,34 +128,94 @@ def check_ray_address() -> None:
         ) from None
 
 
-def run_job(cfg: JobConfig, *, run_name: str | None = None) -> JobSummary:
-    """Run a validated config on the current Ray (started locally if none).
+def connect_ray() -> None:
+    """Join the cluster ``RAY_ADDRESS`` names, else start a local Ray of our own.
+
+    Under ``ray job submit`` the job server sets ``RAY_ADDRESS``; anything else
+    gets a fresh local cluster (``address="local"``), never a stray ``ray start``
+    head or another user's Ray found on the machine. Ray's State API, which Ray
+    Train's placement-group cleaner calls from inside the cluster, is pointed at
+    this cluster's own dashboard (``RAY_API_SERVER_ADDRESS``), since with several
+    Ray instances on one machine its auto-detection fails ("Found multiple active
+    Ray instances").
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    check_ray_address()
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(
+        address="local",
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=port,
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_job(
+    cfg: JobConfig,
+    *,
+    run_name: str | None = None,
+    progress_file: str | os.PathLike[str] | None = None,
+) -> JobSummary:
+    """Run a validated config on Ray (see :func:`connect_ray`).
 
     Args:
         cfg: A config from :func:`raymeta.config.load_config`.
         run_name: Training run name (default: the config's); rerunning resumes.
+        progress_file: Where the job records its progress (finished trials or the
+            reported training step) for :func:`raymeta.progress.show_progress`.
 
     Raises:
-        ConfigError: The config's job has no runner.
+        ConfigError: The config's job has no runner, or a problem of the config
+            (e.g. an unsafe run or experiment name), before Ray starts.
     """
-    import ray
 
     from raymeta.results import ResultStore
 
-    if getattr(cfg, "store", None):
-        ResultStore(cfg.store)  # fail now, not after training, if it is unwritable
-    check_ray_address()
-    ray.init(ignore_reinit_error=True)  # joins RAY_ADDRESS under `ray job submit`
+    if run_name is not None:
+        cfg = with_overrides(cfg, run_name=run_name)
+    check_config(cfg)
+    store = getattr(cfg, "store", None)
+    if store:
+        ResultStore(store)  # fail now, not after training, if it is unwritable
+    connect_ray()
     if isinstance(cfg, TuneScaMLGPConfig):
-        return _run_tune(cfg)
+        return _run_tune(cfg, _tune_progress(cfg, progress_file))
     if isinstance(cfg, SamaJobConfig):
-        return _run_sama(cfg, run_name or cfg.run_name)
+        return _run_sama(cfg, cfg.run_name, _train_progress(cfg, progress_file))
     if isinstance(cfg, HeTRoMConfig):
-        return _run_hetrom(cfg, run_name or f"{cfg.experiment}-s{cfg.seed}")
+        name = cfg.run_name or f"{cfg.experiment}-s{cfg.seed}"
+        return _run_hetrom(cfg, name, _train_progress(cfg, progress_file))
     raise ConfigError(f"job {cfg.job!r} has no runner")
 
 
-def _run_tune(cfg: TuneScaMLGPConfig) -> JobSummary:
+def _tune_progress(cfg: TuneScaMLGPConfig, path: Any) -> list[Any]:
+    from raymeta.progress import TuneProgress
+
+    return [TuneProgress(path, total=cfg.num_samples, metric="loss")] if path else []
+
+
+def _train_progress(cfg: SamaJobConfig | HeTRoMConfig, path: Any) -> list[Any]:
+    from raymeta.progress import TrainProgress
+
+    return [TrainProgress(path, total=cfg.steps)] if path else []
+
+
+def _run_tune(cfg: TuneScaMLGPConfig, callbacks: list[Any]) -> JobSummary:
     from raymeta.results import ResultStore
     from raymeta.search.metadata import StoreMetaData
     from raymeta.search.trainables import record_meta_tasks
@@ -145,6 +248,7 @@ def _run_tune(cfg: TuneScaMLGPConfig) -> JobSummary:
         num_samples=cfg.num_samples,
         max_concurrent=cfg.max_concurrent,
         store=store,
+        callbacks=callbacks,
     )
     regret = best_regret_curve(grid, study.target.optimum())
     store.append(
@@ -153,7 +257,7 @@ def _run_tune(cfg: TuneScaMLGPConfig) -> JobSummary:
             {
                 "experiment": cfg.experiment,
                 "run_id": cfg.experiment,
-                "method": "scamlgp",
+                "method": "scamlgp" if cfg.use_meta_data else "scamlgp_nometa",
                 "step": i + 1,
                 "name": "best_regret",
                 "value": r,
@@ -173,30 +277,48 @@ def _run_tune(cfg: TuneScaMLGPConfig) -> JobSummary:
     )
 
 
-def _run_sama(cfg: SamaJobConfig, run_name: str) -> JobSummary:
+def _run_sama(cfg: SamaJobConfig, run_name: str, callbacks: list[Any]) -> JobSummary:
     from raymeta.results import ResultStore
-    from raymeta.training.sama_loop import fit_sama, summary_metrics, write_sama_results
-
-    summary = fit_sama(cfg, run_name=run_name).return_value
-    if cfg.store:
-        write_sama_results(ResultStore(cfg.store), cfg, summary, run_id=run_name)
-    figures = summary_metrics(summary)
-    text = f"{cfg.experiment}/{run_name}: " + ", ".join(
-        f"{k}={v:.4g}" for k, v in figures.items()
+    from raymeta.training.sama_loop import (
+        fit_sama,
+        read_sama_summary,
+        summary_metrics,
+        write_sama_results,
     )
-    return JobSummary(cfg.job, cfg.experiment, figures, text)
+
+    store = ResultStore(cfg.store) if cfg.store else None
+    stored = read_sama_summary(store, cfg.experiment, run_name) if store else {}
+    if stored:  # finished earlier: say so instead of a zero-step "attempt"
+        text = f"{cfg.experiment}/{run_name}: already complete; stored summary: "
+        return JobSummary(
+            cfg.job,
+            cfg.experiment,
+            stored,
+            text + _figures_text(stored),
+            {"already_complete": True},
+        )
+    summary = fit_sama(cfg, run_name=run_name, callbacks=callbacks).return_value
+    if store:
+        write_sama_results(store, cfg, summary, run_id=run_name)
+    figures = summary_metrics(summary)
+    prefix = f"{cfg.experiment}/{run_name}: "
+    if summary["samples_per_s"] is None:
+        prefix += f"already trained to step {summary['steps']} (no step this attempt); "
+    return JobSummary(cfg.job, cfg.experiment, figures, prefix + _figures_text(figures))
 
 
-def _run_hetrom(cfg: HeTRoMConfig, run_name: str) -> JobSummary:
+def _figures_text(figures: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
+
+
+def _run_hetrom(cfg: HeTRoMConfig, run_name: str, callbacks: list[Any]) -> JobSummary:
     from raymeta.results import ResultStore
     from raymeta.training.hetrom_loop import fit_hetrom, hetrom_summary
 
-    out = fit_hetrom(cfg, run_name=run_name).return_value
+    out = fit_hetrom(cfg, run_name=run_name, callbacks=callbacks).return_value
     store = ResultStore(cfg.store) if cfg.store else None
     figures = hetrom_summary(out, store, run_id=run_name, after_step=cfg.warmup_steps)
-    text = f"{cfg.experiment}/{run_name}: " + ", ".join(
-        f"{k}={v:.4g}" for k, v in figures.items()
-    )
+    text = f"{cfg.experiment}/{run_name}: " + _figures_text(figures)
     return JobSummary(cfg.job, cfg.experiment, figures, text)
 
 
@@ -222,10 +344,15 @@ def job_main(job: str, description: str, argv: Sequence[str] | None = None) -> i
     parser.add_argument("--run-name", help="training run name (rerunning resumes)")
     args = parser.parse_args(argv)
     try:
-        cfg = with_store(load_config(args.config), args.store, args.storage_path)
+        cfg = with_overrides(
+            load_config(args.config),
+            store=args.store,
+            storage_path=args.storage_path,
+            run_name=args.run_name,
+        )
         if cfg.job != job:
             raise ConfigError(f"{args.config}: expected job = {job!r}, got {cfg.job!r}")
-        print(run_job(cfg, run_name=args.run_name).text, flush=True)
+        print(run_job(cfg).text, flush=True)
     except RaymetaError as err:
         print(f"{job}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ learned weights of clean vs noisy examples).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -39,6 +40,8 @@ def plot_lines(
     by: str | None = None,
     logy: bool = False,
     title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
 ) -> Path:
     """Plot median ``y`` against ``x`` per group, with a 25-75% band over repeats.
 
@@ -50,6 +53,9 @@ def plot_lines(
         by: Optional grouping column (one line per value).
         logy: Use a logarithmic vertical axis.
         title: Figure title.
+        xlabel: Horizontal axis label, with units (default: the column name).
+        ylabel: Vertical axis label, with units (default: ``y``); "(median,
+            25-75% band)" is added when there are repeats.
 
     Returns:
         The written path.
@@ -60,28 +66,54 @@ def plot_lines(
     _require(df, [x, y] + ([by] if by else []))
     fig, ax = plt.subplots(figsize=(6, 4))
     groups = df.groupby(by, observed=True) if by else [(y, df)]
+    repeats = False
     for name, group in groups:
         stats = group.groupby(x)[y].quantile([0.25, 0.5, 0.75]).unstack()
+        repeats |= bool(group.groupby(x)[y].size().gt(1).any())
         label = name[0] if isinstance(name, tuple) else name
         ax.plot(stats.index, stats[0.5], label=str(label))
         ax.fill_between(stats.index, stats[0.25], stats[0.75], alpha=0.2)
     if logy:
         ax.set_yscale("log")
-    ax.set(xlabel=x, ylabel=y, title=title or f"{y} vs {x}")
+    band = " (median, 25-75% band)" if repeats else ""
+    ax.set(
+        xlabel=xlabel or x,
+        ylabel=(ylabel or y) + band,
+        title=title or f"{y} vs {x}",
+    )
     if by:
-        ax.legend()
+        ax.legend(title=by)
     return _save(fig, out)
 
 
 def plot_histogram(
-    df: pd.DataFrame, *, value: str, by: str, out: str | Path, title: str | None = None
+    df: pd.DataFrame,
+    *,
+    value: str,
+    by: str,
+    out: str | Path,
+    title: str | None = None,
+    xlabel: str | None = None,
+    labels: dict[Any, str] | None = None,
 ) -> Path:
-    """Overlay histograms of ``value`` for each value of ``by``; returns the path."""
+    """Overlay histograms of ``value`` for each value of ``by``; returns the path.
+
+    Args:
+        df: One row per item (e.g. per training example).
+        value: Numeric column whose distribution is drawn.
+        by: One histogram per value of this column.
+        out: PNG path to write.
+        title: Figure title.
+        xlabel: Horizontal axis label, with units (default: ``value``).
+        labels: Legend text per value of ``by`` (default: ``"<by>=<value>"``).
+    """
     _require(df, [value, by])
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, group in df.groupby(by, observed=True):
-        ax.hist(group[value], bins=40, alpha=0.5, label=f"{by}={name}")
-    ax.set(xlabel=value, ylabel="count", title=title or f"{value} by {by}")
+        key = name[0] if isinstance(name, tuple) else name
+        label = (labels or {}).get(key, f"{by}={key}")
+        ax.hist(group[value], bins=40, alpha=0.5, label=f"{label} (n={len(group)})")
+    ax.set(xlabel=xlabel or value, ylabel="number of items", title=title or value)
     ax.legend()
     return _save(fig, out)
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from raymeta.config import HeTRoMConfig
+from raymeta.config import HeTRoMConfig, check_config
 from raymeta.metalearn.heads import EpisodicHead, build_head
 from raymeta.metalearn.hetrom import (
     NormalizedMLP,
@@ -42,6 +42,7 @@ from raymeta.metalearn.hetrom import (
     hetrom_meta_step,
     selection_quality,
 )
+from raymeta.names import validate_name
 from raymeta.tasks.episodes import TASK_KINDS
 from raymeta.tasks.fewshot import EpisodeStream, build_task_family
 from raymeta.training import collectives
@@ -303,6 +304,7 @@ def fit_hetrom(
     *,
     run_name: str,
     hooks: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """Run :func:`hetrom_train_loop` on a ``TorchTrainer`` built from ``cfg``.
 
@@ -313,6 +315,7 @@ def fit_hetrom(
         cfg: The validated job config (``num_workers=0`` runs in the driver).
         run_name: Ray run name (also the ``run_id`` in the results store).
         hooks: Test hooks passed to the loop (``fail_at_step``, ``fail_marker``).
+        callbacks: ``ray.train.UserCallback`` objects (e.g. progress display).
 
     Returns:
         Ray's ``Result``; ``result.return_value`` is rank 0's loop return value.
@@ -323,6 +326,8 @@ def fit_hetrom(
     """
     from raymeta.training.trainer import run_trainer
 
+    check_config(cfg, source="HeTRoM config")
+    validate_name(run_name, what="run")
     # workers run in other directories: pin local paths before shipping the config
     cfg = dataclasses.replace(
         cfg,
@@ -341,6 +346,7 @@ def fit_hetrom(
         num_workers=cfg.num_workers,
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
+        callbacks=callbacks,
     )
 
 

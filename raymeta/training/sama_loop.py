@@ -48,13 +48,14 @@ import dataclasses
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from raymeta.config import SamaJobConfig
+from raymeta.config import SamaJobConfig, check_config
 from raymeta.errors import TrainingSetupError
 from raymeta.metalearn.problem import (
     BilevelProblem,
@@ -329,8 +330,11 @@ def preflight(cfg: SamaJobConfig) -> None:
     agree and λ reaches the base loss (:func:`validate_problem`).
 
     Raises:
+        ConfigError: The config breaks a rule of the loader (e.g. an unsafe
+            experiment or run name), so nothing trains only to be refused later.
         TrainingSetupError: Any of these checks fails.
     """
+    check_config(cfg, source="SAMA config")
     run = _build_run(
         cfg, {}, rank=0, world=1, device=torch.device("cpu"), wrap=lambda m: m
     )
@@ -687,11 +691,16 @@ def _summary(run: _Run, checksums: list[int], loop_seconds: float) -> dict[str, 
         "world_size": run.world,
         "loop_seconds": loop_seconds,
         "steps": run.state.step,
-        "samples_per_s": (run.state.step - (run.state.restored_from_step or 0))
-        * run.cfg.batch_size
-        * run.world
-        / max(loop_seconds, 1e-9),
+        "samples_per_s": _samples_per_s(run, loop_seconds),
     }
+
+
+def _samples_per_s(run: _Run, loop_seconds: float) -> float | None:
+    """Training throughput of this attempt; None when it ran no step."""
+    steps = run.state.step - (run.state.restored_from_step or 0)
+    if steps <= 0:
+        return None
+    return steps * run.cfg.batch_size * run.world / max(loop_seconds, 1e-9)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -702,6 +711,7 @@ def fit_sama(
     *,
     run_name: str | None = None,
     hooks: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """Run SAMA for ``cfg`` on a ``TorchTrainer`` and return Ray's ``Result``.
 
@@ -712,6 +722,7 @@ def fit_sama(
         cfg: The validated job config.
         run_name: Ray run name (default ``cfg.run_name``).
         hooks: Optional test hooks (see the module docstring).
+        callbacks: ``ray.train.UserCallback`` objects (e.g. progress display).
 
     Raises:
         TrainingFailedError: Workers failed more often than ``cfg.max_failures``
@@ -732,6 +743,7 @@ def fit_sama(
         placement_strategy=cfg.placement_strategy,
         max_failures=cfg.max_failures,
         timeout_minutes=cfg.timeout_minutes,
+        callbacks=callbacks,
     )
 
 
@@ -751,7 +763,29 @@ def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
         "samples_per_s": summary["samples_per_s"],
         "attempt": float(summary["attempt"]),
     }
-    return {k: float(v) for k, v in out.items()}
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def read_sama_summary(store: Any, experiment: str, run_id: str) -> dict[str, float]:
+    """The ``summary/<name>`` figures a finished run wrote (empty if none yet).
+
+    Args:
+        store: A :class:`raymeta.results.ResultStore`.
+        experiment: The run's experiment.
+        run_id: The run's id (its run name).
+    """
+    if "metrics" not in store.tables():
+        return {}
+    rows = store.to_pandas(
+        "metrics",
+        filters=[("experiment", "=", experiment), ("run_id", "=", run_id)],
+        columns=["name", "value"],
+    )
+    rows = rows[rows["name"].str.startswith("summary/")]
+    return {
+        n.removeprefix("summary/"): float(v)
+        for n, v in zip(rows["name"], rows["value"], strict=True)
+    }
 
 
 def write_sama_results(
