@@ -6,8 +6,7 @@ acquisition, ``raw_samples=0``, ``beta=nan``) is rejected once, at construction,
 with the allowed range in the message, instead of silently turning every
 suggestion into a random fallback.
 
-This module imports neither Ray nor torch: the config loader uses it to validate a
-TOML file before anything starts.
+The config loader uses it to validate a TOML file before anything starts.
 
 Example:
     >>> SearcherOptions(acquisition="ei").acquisition
@@ -27,10 +26,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from raymeta.errors import SearcherSetupError
+from raymeta.gp.propose import ACQUISITIONS
 
-__all__ = ["ACQUISITIONS", "SearcherOptions"]
-
-ACQUISITIONS = ("ucb", "ei", "logei")
+__all__ = ["SearcherOptions", "problems"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
