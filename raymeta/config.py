@@ -492,6 +492,7 @@ class TuneScaMLGPConfig(JobConfig):
         beta: UCB beta.
         restarts: Target-model fit restarts per suggestion.
         min_task_points: Meta-tasks with fewer observations are left out.
+        max_fit_tasks: Target fits over more meta-tasks screen to this many.
         num_restarts: Acquisition optimiser restarts.
         raw_samples: Sobol candidates screened per suggestion.
         meta_restarts: Restarts per meta-task GP fit.
@@ -516,6 +517,7 @@ class TuneScaMLGPConfig(JobConfig):
     num_restarts: int = 4
     raw_samples: int = 1024
     meta_restarts: int = 5
+    max_fit_tasks: int = 128
     min_task_points: int = 3
     num_fit_workers: int = 1
     fit_num_cpus: float = 0.0
@@ -542,6 +544,6 @@ class TuneScaMLGPConfig(JobConfig):
         """ScaMLGPSearch model options (keys equal its keyword arguments)."""
         keys = (
             "acquisition beta restarts num_restarts raw_samples meta_restarts "
-            "min_task_points num_fit_workers fit_num_cpus"
+            "max_fit_tasks min_task_points num_fit_workers fit_num_cpus"
         ).split()
         return {k: getattr(self, k) for k in keys}

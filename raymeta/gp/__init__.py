@@ -16,19 +16,22 @@ from raymeta.gp.benchmark import (
     run_bo,
     simple_regret,
 )
-from raymeta.gp.fit import TaskGPState, build_meta_gp, fit_task_gp
+from raymeta.gp.fit import FitSettings, TaskGPState, build_meta_gp, fit_task_gp
 from raymeta.gp.meta import MetaStack
 from raymeta.gp.model import PRUNE_THRESHOLD, ScaMLGP, TargetHypers, fit_target
 from raymeta.gp.priors import META_PRIORS, TARGET_PRIORS
-from raymeta.gp.propose import ACQUISITIONS, Proposal, propose
+from raymeta.gp.propose import ACQUISITIONS, MAX_FIT_TASKS, Proposal, propose
+from raymeta.gp.screen import likelihood_gains, screen_tasks
 
 __all__ = [
     "ACQUISITIONS",
+    "MAX_FIT_TASKS",
     "METHODS",
     "META_PRIORS",
     "PRUNE_THRESHOLD",
     "TARGET_PRIORS",
     "BOResult",
+    "FitSettings",
     "MetaStack",
     "Proposal",
     "ScaMLGP",
@@ -38,9 +41,11 @@ __all__ = [
     "compare_methods",
     "cumulative_regret",
     "fit_target",
+    "likelihood_gains",
     "fit_task_gp",
     "propose",
     "regret_bands",
     "run_bo",
+    "screen_tasks",
     "simple_regret",
 ]

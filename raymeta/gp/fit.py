@@ -23,11 +23,13 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -47,7 +49,15 @@ from raymeta.gp.mll import MapObjective, box_bounds, minimise_starts
 from raymeta.gp.priors import KERNEL_BOUNDS, META_PRIORS, NOISE_BOUNDS, draw_in_bounds
 from raymeta.tasks.data import TaskData
 
-__all__ = ["TaskGPState", "build_meta_gp", "fit_task_gp", "seed_from_hash"]
+__all__ = [
+    "FitSettings",
+    "TaskGPState",
+    "build_meta_gp",
+    "fit_task_gp",
+    "seed_from_hash",
+]
+
+STATE_FORMAT = 1  # bump when TaskGPState's fields or their meaning change
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +112,18 @@ class TaskGPState:
             "noise": float(self.noise),
         }
 
-    def to_bytes(self) -> bytes:
-        """Serialise (numpy ``.npz``, no pickle) for the store's ``state`` column."""
+    def to_bytes(self, *, content_only: bool = False) -> bytes:
+        """Serialise (numpy ``.npz``, no pickle).
+
+        Args:
+            content_only: Leave out the task's name and the fit's wall time, so the
+                bytes depend only on the data, the seed and the fit settings (the
+                store's ``state`` column; its SHA-256 is then a content digest).
+        """
         arrays = {}
         for f in fields(self):
+            if content_only and f.name in ("task_id", "fit_seconds"):
+                continue
             value = getattr(self, f.name)
             arrays[f.name] = (
                 value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
@@ -116,10 +134,12 @@ class TaskGPState:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TaskGPState:
-        """Inverse of :meth:`to_bytes`."""
+        """Inverse of :meth:`to_bytes` (content-only bytes: empty id, 0 s)."""
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            kw = {}
+            kw: dict = {"task_id": "", "fit_seconds": 0.0}
             for f in fields(cls):
+                if f.name not in npz.files:
+                    continue
                 arr = npz[f.name]
                 if f.name in ("task_id", "task_hash"):
                     kw[f.name] = str(arr)
@@ -128,6 +148,62 @@ class TaskGPState:
                 else:
                     kw[f.name] = torch.from_numpy(arr.copy())
         return cls(**kw)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Every fit setting besides the data and the seed that changes a fitted state.
+
+    A cached state is reused only under the same :meth:`digest`, which also covers
+    the meta priors, the bounds and the state format, so changing any of them (or a
+    kernel added later) never reuses a state fitted under other settings.
+
+    Attributes:
+        restarts: Prior-drawn restarts after the default start.
+        maxiter: L-BFGS-B iteration cap per start.
+        optimizer: ``"lbfgs"`` or ``"botorch"`` (see :func:`fit_task_gp`).
+        kernel: The kernel family (``"rbf"``, the only one so far).
+    """
+
+    restarts: int = 5
+    maxiter: int = 200
+    optimizer: str = "lbfgs"
+    kernel: str = "rbf"
+
+    def __post_init__(self) -> None:
+        """Reject settings the fit does not implement."""
+        if self.kernel != "rbf":
+            raise MetaDataError(f"kernel must be 'rbf'; got {self.kernel!r}")
+        if self.optimizer not in ("lbfgs", "botorch"):
+            raise MetaDataError(
+                f"optimizer must be 'lbfgs' or 'botorch'; got {self.optimizer!r}"
+            )
+        if self.restarts < 0 or self.maxiter < 1:
+            raise MetaDataError(
+                f"restarts must be >= 0 and maxiter >= 1; got {self.restarts}, "
+                f"{self.maxiter}"
+            )
+
+    def digest(self) -> str:
+        """16 hex characters identifying these settings, priors and format."""
+        payload = {
+            **asdict(self),
+            "priors": repr(META_PRIORS),
+            "bounds": [KERNEL_BOUNDS, NOISE_BOUNDS],
+            "format": STATE_FORMAT,
+        }
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def fit(self, task: TaskData, seed: int) -> TaskGPState:
+        """:func:`fit_task_gp` with these settings."""
+        return fit_task_gp(
+            task,
+            seed=seed,
+            restarts=self.restarts,
+            maxiter=self.maxiter,
+            optimizer=self.optimizer,
+        )
 
 
 def seed_from_hash(task_hash: str, seed: int) -> int:

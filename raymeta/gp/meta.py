@@ -150,6 +150,48 @@ class MetaStack:
             return torch.zeros(0, Z.shape[0], dtype=Z.dtype), cross, v_zs
         return torch.cat(means), cross, v_zs
 
+    def finite_mask(
+        self, means: torch.Tensor, covs: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``M`` booleans: the task's state and its posterior are finite.
+
+        Args:
+            means: ``M x p`` posterior means (from :meth:`posterior` or
+                :meth:`means`).
+            covs: ``M x p x p`` posterior covariances, if computed.
+
+        One batched check for all tasks (a per-task loop costs seconds at
+        M = 10,000).
+        """
+        ok = [
+            torch.isfinite(g.chol).flatten(1).all(-1)
+            & torch.isfinite(g.alpha).all(-1)
+            & torch.isfinite(g.y_mean)
+            & torch.isfinite(g.y_std)
+            & (g.y_std > 0)
+            for g in self.groups
+        ]
+        if not ok:
+            return torch.zeros(0, dtype=torch.bool)
+        mask = torch.cat(ok) & torch.isfinite(means).all(-1)
+        if covs is not None:
+            mask &= torch.isfinite(covs).flatten(1).all(-1)
+        return mask
+
+    def means(self, A: torch.Tensor) -> torch.Tensor:
+        """Per-task latent posterior means ``M x p`` only (no triangular solves)."""
+        out = []
+        for g in self.groups:
+            kxa = scaled_rbf(
+                g.X, A.expand(g.X.shape[0], *A.shape), g.lengthscale, g.outputscale
+            )
+            out.append(
+                g.y_mean[:, None]
+                + g.y_std[:, None]
+                * (kxa.transpose(-1, -2) @ g.alpha[..., None])[..., 0]
+            )
+        return torch.cat(out) if out else torch.zeros(0, A.shape[0], dtype=A.dtype)
+
     def factors(self, A: torch.Tensor) -> list[torch.Tensor]:
         """Per group factors ``G x N x |A|`` at shared points A."""
         return [g.factors(A)[1] for g in self.groups]

@@ -31,13 +31,21 @@ from torch.quasirandom import SobolEngine
 from raymeta.errors import MetaDataError
 from raymeta.gp.fit import TaskGPState
 from raymeta.gp.meta import MetaStack
-from raymeta.gp.model import PRUNE_THRESHOLD, ScaMLGP, TargetHypers, fit_target
+from raymeta.gp.model import (
+    PRUNE_THRESHOLD,
+    ScaMLGP,
+    TargetHypers,
+    fit_target,
+    normalisation,
+)
+from raymeta.gp.screen import screen_tasks
 from raymeta.tasks.data import TaskData
 
-__all__ = ["ACQUISITIONS", "Proposal", "propose"]
+__all__ = ["ACQUISITIONS", "MAX_FIT_TASKS", "Proposal", "propose"]
 
 log = logging.getLogger(__name__)
 ACQUISITIONS = ("ucb", "ei", "logei")
+MAX_FIT_TASKS = 128  # target fits over more meta-tasks than this screen first
 _AVOID_RADIUS = 1e-6
 
 
@@ -54,6 +62,8 @@ class Proposal:
             ``"target_only"`` or ``"random"``.
         pruned: Ids of meta-tasks pruned at prediction time.
         acq_value: Acquisition value at ``x`` (nan for a random point).
+        screened: Ids of meta-tasks left out of the target fit by screening
+            (only with more than ``max_fit_tasks`` meta-tasks).
     """
 
     x: torch.Tensor
@@ -62,6 +72,7 @@ class Proposal:
     fallback: str | None = None
     pruned: list[str] = field(default_factory=list)
     acq_value: float = float("nan")
+    screened: list[str] = field(default_factory=list)
 
 
 def propose(
@@ -80,6 +91,7 @@ def propose(
     num_restarts: int = 4,
     raw_samples: int = 1024,
     prune_threshold: float = PRUNE_THRESHOLD,
+    max_fit_tasks: int | None = MAX_FIT_TASKS,
 ) -> Proposal:
     """Propose the next target point with ScaML-GP (plain GP-BO when no meta-tasks).
 
@@ -99,6 +111,10 @@ def propose(
         num_restarts: Acquisition optimiser restarts.
         raw_samples: Sobol candidates screened for the acquisition starts.
         prune_threshold: Weight pruning threshold at prediction.
+        max_fit_tasks: With more meta-tasks than this, the target fit uses only
+            the ones with the highest marginal-likelihood gain
+            (:func:`~raymeta.gp.screen.screen_tasks`); the rest get weight 0 and are
+            listed in :attr:`Proposal.screened`. None never screens.
 
     Returns:
         The proposal.
@@ -110,14 +126,19 @@ def propose(
     X, y = _check_inputs(meta_states, target, dim, pending, avoid, acquisition)
     gen = torch.Generator().manual_seed(int(seed))
     meta = MetaStack(meta_states)
-    model, hypers, fallback = _fit_with_fallbacks(
-        meta, X, y, seed, init_state, restarts, maxiter, prune_threshold
-    )
+    plan = _FitPlan(int(seed), restarts, maxiter, prune_threshold, max_fit_tasks)
+    model, hypers, fallback = _fit_with_fallbacks(meta, X, y, init_state, plan)
     weights = _weights_by_id(meta_states, model, hypers)
     state = _target_state(hypers, weights)
     if model is None:
         return Proposal(_random_point(dim, gen, avoid), weights, state, "random")
     pruned = [t for t, k in zip(model.all_task_ids, model.keep.tolist()) if not k]
+    fitted = set(model.all_task_ids)
+    screened = (
+        []
+        if fallback == "target_only"
+        else [s.task_id for s in meta.states if s.task_id not in fitted]
+    )
     try:
         if pending is not None and pending.shape[0] > 0:
             model = _fantasise(model, pending.to(torch.float64), gen)
@@ -128,7 +149,7 @@ def propose(
         return Proposal(
             _random_point(dim, gen, avoid), weights, state, "random", pruned
         )
-    return Proposal(x, weights, state, fallback, pruned, value)
+    return Proposal(x, weights, state, fallback, pruned, value, screened)
 
 
 def _check_inputs(meta_states, target, dim, pending, avoid, acquisition):
@@ -178,28 +199,61 @@ def _hypers_from_state(state: dict | None, meta: MetaStack, dim: int):
         return None
 
 
-def _try_fit(meta, X, y, seed, init, restarts, maxiter, threshold):
-    hypers = fit_target(
-        meta, X, y, seed=seed, init=init, restarts=restarts, maxiter=maxiter
+@dataclass(frozen=True)
+class _FitPlan:
+    """How the target model is fitted (the proposal's fit arguments)."""
+
+    seed: int
+    restarts: int
+    maxiter: int
+    prune_threshold: float
+    max_fit_tasks: int | None
+
+
+def _try_fit(meta, X, y, init, plan: _FitPlan, posterior=None):
+    """Screen (large M only), fit the target hyperparameters, build the model.
+
+    ``posterior``: the meta posteriors at ``X`` if already computed for ``meta``.
+    """
+    start = init or TargetHypers.default(X.shape[1], 0)
+    stack = screen_tasks(
+        meta,
+        X,
+        y,
+        plan.max_fit_tasks,
+        lengthscale=start.lengthscale,
+        outputscale=float(start.outputscale),
+        noise=float(start.noise),
+        scale=normalisation(meta, y)[1],
+        posterior=posterior,
     )
-    return ScaMLGP(meta, X, y, hypers, threshold), hypers
+    hypers = fit_target(
+        stack,
+        X,
+        y,
+        seed=plan.seed,
+        init=init,
+        restarts=plan.restarts,
+        maxiter=plan.maxiter,
+    )
+    return ScaMLGP(stack, X, y, hypers, plan.prune_threshold), hypers
 
 
-def _fit_with_fallbacks(meta, X, y, seed, init_state, restarts, maxiter, threshold):
+def _fit_with_fallbacks(meta, X, y, init_state, plan: _FitPlan):
     """Full model, then without non-finite tasks, then target-only; None = random."""
     init = _hypers_from_state(init_state, meta, X.shape[1])
-    bad = _bad_tasks(meta, X)
+    posterior = _probe_posterior(meta, X, plan.max_fit_tasks)
+    bad = _bad_tasks(meta, posterior)
     attempts = []
     if not bad:
         attempts.append((meta, None))
     else:
         attempts.append((_without(meta, bad), "drop_task:" + ",".join(bad)))
+        posterior = None  # the posterior of another stack
     attempts.append((MetaStack([]), "target_only"))
     for stack, label in attempts:
         try:
-            model, hypers = _try_fit(
-                stack, X, y, seed, init, restarts, maxiter, threshold
-            )
+            model, hypers = _try_fit(stack, X, y, init, plan, posterior)
         except (RuntimeError, ValueError, torch.linalg.LinAlgError) as err:
             log.warning("ScaML-GP fit failed (%s); falling back", err)
             continue
@@ -213,20 +267,22 @@ def _fit_with_fallbacks(meta, X, y, seed, init_state, restarts, maxiter, thresho
     return None, TargetHypers.default(X.shape[1], 0), None
 
 
-def _bad_tasks(meta: MetaStack, X: torch.Tensor) -> list[str]:
-    """Ids of meta-tasks whose state or posterior at X is not finite."""
-    bad = []
+def _bad_tasks(meta: MetaStack, posterior) -> list[str]:
+    """Ids of meta-tasks whose state or posterior at the target is not finite."""
+    finite = meta.finite_mask(*posterior).tolist()
+    return [s.task_id for s, ok in zip(meta.states, finite, strict=True) if not ok]
+
+
+def _probe_posterior(meta: MetaStack, X: torch.Tensor, max_fit_tasks: int | None):
+    """The meta posteriors at the target inputs (or the centre without data).
+
+    With more tasks than the target fit may use, only the means (the covariances
+    of the tasks that screening keeps are computed there): ``(means, None)``.
+    """
     probe = X if X.shape[0] else torch.full((1, X.shape[1]), 0.5, dtype=torch.float64)
-    for state in meta.states:
-        one = MetaStack([state])
-        mean, cov = one.posterior(probe)
-        finite = all(
-            torch.isfinite(t).all()
-            for t in (state.chol, state.alpha, state.y_mean, state.y_std, mean, cov)
-        )
-        if not finite or float(state.y_std) <= 0:
-            bad.append(state.task_id)
-    return bad
+    if max_fit_tasks is not None and len(meta) > max_fit_tasks:
+        return meta.means(probe), None
+    return meta.posterior(probe)
 
 
 def _without(meta: MetaStack, ids: list[str]) -> MetaStack:

@@ -103,7 +103,8 @@ TABLES: dict[str, TableSpec] = {
             ("state", pa.binary()),
             ("fit_seconds", pa.float64()),
             ("created_at", _TS),
-            volatile=("fit_seconds", "created_at"),
+            # the same content fitted under another task name is the same state
+            volatile=("task_id", "fit_seconds", "created_at"),
         ),
         _spec(
             "metrics",

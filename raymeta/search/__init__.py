@@ -12,7 +12,7 @@
 """
 
 from raymeta.search.callback import ReconcileCallback, StoreCallback
-from raymeta.search.fitting import MetaFitCache, fit_meta_tasks
+from raymeta.search.fitting import FitReport, MetaFitCache, fit_meta_tasks
 from raymeta.search.metadata import (
     FrameMetaData,
     StoreMetaData,
@@ -40,6 +40,7 @@ from raymeta.search.tuning import (
 __all__ = [
     "SEARCHERS",
     "SUPPORTED_DOMAINS",
+    "FitReport",
     "FrameMetaData",
     "MetaFitCache",
     "Parameter",

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from raymeta.errors import SearcherSetupError
-from raymeta.gp.propose import ACQUISITIONS
+from raymeta.gp.propose import ACQUISITIONS, MAX_FIT_TASKS
 
 __all__ = ["SearcherOptions", "problems"]
 
@@ -43,6 +43,9 @@ class SearcherOptions:
         raw_samples: Sobol candidates screened for the acquisition starts
             (>= num_restarts).
         meta_restarts: Prior-drawn restarts of each meta-task GP fit (>= 0).
+        max_fit_tasks: With more meta-tasks than this, each target fit uses the
+            ones with the highest marginal-likelihood gain (>= 1; default 128;
+            exact when M <= max_fit_tasks; see :mod:`raymeta.gp.screen`).
         min_task_points: Meta-tasks with fewer observations are left out, with one
             warning naming them (>= 1; default 3). A GP fitted on one or two points
             has no information about its lengthscales, and its posterior variance
@@ -65,6 +68,7 @@ class SearcherOptions:
     num_restarts: int = 4
     raw_samples: int = 1024
     meta_restarts: int = 5
+    max_fit_tasks: int = MAX_FIT_TASKS
     min_task_points: int = 3
     num_fit_workers: int = 1
     fit_num_cpus: float = 0.0
@@ -108,6 +112,7 @@ _RANGES: dict[str, tuple[type, float, bool, str]] = {
     "raw_samples": (int, 1, True, "an integer >= 1 and >= num_restarts"),
     "meta_restarts": (int, 0, True, "an integer >= 0"),
     "min_task_points": (int, 1, True, "an integer >= 1"),
+    "max_fit_tasks": (int, 1, True, "an integer >= 1"),
     "num_fit_workers": (int, 0, True, "an integer >= 0"),
     "fit_num_cpus": (float, 0.0, True, "a finite number >= 0"),
     "fit_min_tasks_per_worker": (int, 1, True, "an integer >= 1"),

@@ -76,6 +76,7 @@ import torch
 from ray.tune.search import Searcher
 
 from raymeta.errors import SearcherSetupError, SearchSpaceError
+from raymeta.gp.propose import MAX_FIT_TASKS
 from raymeta.search.checkpoint import (
     STATE_VERSION,
     check_version,
@@ -126,6 +127,8 @@ class ScaMLGPSearch(Searcher):
         num_restarts: Restarts of the acquisition optimiser.
         raw_samples: Sobol candidates screened for the acquisition starts.
         meta_restarts: Prior-drawn restarts of each meta-task GP fit.
+        max_fit_tasks: With more meta-tasks than this, each target fit uses the
+            ones with the highest marginal-likelihood gain (exact below it).
         min_task_points: Meta-tasks with fewer observations are left out with one
             warning naming them (see :class:`~raymeta.search.options.SearcherOptions`
             for why and for the measured effect).
@@ -167,6 +170,7 @@ class ScaMLGPSearch(Searcher):
         num_restarts: int = 4,
         raw_samples: int = 1024,
         meta_restarts: int = 5,
+        max_fit_tasks: int = MAX_FIT_TASKS,
         min_task_points: int = 3,
         num_fit_workers: int = 1,
         fit_num_cpus: float = 0.0,
@@ -195,6 +199,7 @@ class ScaMLGPSearch(Searcher):
             num_restarts=num_restarts,
             raw_samples=raw_samples,
             meta_restarts=meta_restarts,
+            max_fit_tasks=max_fit_tasks,
             min_task_points=min_task_points,
             num_fit_workers=num_fit_workers,
             fit_num_cpus=fit_num_cpus,
@@ -615,6 +620,7 @@ class ScaMLGPSearch(Searcher):
             restarts=options.restarts,
             num_restarts=options.num_restarts,
             raw_samples=options.raw_samples,
+            max_fit_tasks=options.max_fit_tasks,
         )
         if proposal.fallback:
             log.warning("ScaML-GP used fallback %r", proposal.fallback)

@@ -11,23 +11,35 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-DRIVER = Path(__file__).with_name("_multinode_driver.py")
+HERE = Path(__file__).parent
 
 
-def test_sama_workers_and_meta_fits_spread_over_two_nodes(tmp_path):
+def run_driver(name: str, tmp_path: Path) -> dict:
     env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run(
-        [sys.executable, str(DRIVER), str(tmp_path)],
+        [sys.executable, str(HERE / name), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=HERE.parents[1],
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-5000:]
-    out = json.loads(lines[-1])
+    return json.loads(lines[-1])
+
+
+def test_meta_fits_spread_over_three_nodes_equal_the_serial_fits(tmp_path):
+    out = run_driver("_spread_driver.py", tmp_path)
+    assert out["nodes"] == 3 and out["fitted"] == 24
+    assert len(out["fit_nodes"]) == 3, out["fit_nodes"]
+    assert sum(out["fit_nodes"].values()) == 24
+    assert out["same_as_serial"]
+
+
+def test_sama_workers_and_meta_fits_spread_over_two_nodes(tmp_path):
+    out = run_driver("_multinode_driver.py", tmp_path)
     assert out["nodes"] == 2
     assert len(out["train_nodes"]) == 2, (
         "the two SAMA workers should sit on different nodes"

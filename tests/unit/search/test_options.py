@@ -48,3 +48,11 @@ def test_a_checkpoint_without_newer_options_restores_their_defaults():
     assert SearcherOptions.from_mapping(old) == SearcherOptions()
     with pytest.raises(SearcherSetupError, match="unknown option"):
         SearcherOptions.from_mapping({**old, "bogus": 1})
+
+
+def test_the_tune_config_defaults_are_the_searchers_defaults():
+    from raymeta.config import TuneScaMLGPConfig
+
+    config = TuneScaMLGPConfig().searcher_options()
+    defaults = SearcherOptions().as_dict()
+    assert config == {k: defaults[k] for k in config}
