@@ -11,7 +11,7 @@ import torch
 from raymeta.errors import MetaDataError
 from raymeta.gp.propose import propose
 from raymeta.results import ResultStore
-from raymeta.search.fitting import MetaFitCache, fit_meta_tasks
+from raymeta.search.fitting import FitReport, MetaFitCache, fit_meta_tasks
 from raymeta.tasks.data import TaskData
 
 pytestmark = pytest.mark.ray
@@ -68,8 +68,14 @@ def test_fitted_states_are_cached_in_memory_and_in_the_store(ray_local, tmp_path
     assert len(store.to_pandas("meta_tasks")) == 2  # nothing was refitted or re-added
     # a renamed copy of a task hits the cache under its new id
     renamed = TaskData("renamed", tasks[0].X, tasks[0].y)
-    (hit,) = fit_meta_tasks([renamed], seed=1, num_workers=1, cache=cache)
+    (hit,) = fit_meta_tasks([renamed], seed=1, num_workers=1, cache=cache, restarts=1)
     assert hit.task_id == "renamed" and hit.fit_seconds == first[0].fit_seconds
+    # ... but not under other fit settings (there it is refitted)
+    report = FitReport()
+    fit_meta_tasks(
+        [renamed], seed=1, num_workers=0, cache=cache, restarts=0, report=report
+    )
+    assert (report.from_memory, report.fitted) == (0, 1)
 
 
 def test_mismatched_task_dimensions_are_rejected_before_fitting(ray_local):
