@@ -141,9 +141,9 @@ def connect_ray() -> None:
     """
     import ray
 
+    check_ray_address()  # also when connected: the user named this cluster
     if ray.is_initialized():
         return
-    check_ray_address()
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
         return
