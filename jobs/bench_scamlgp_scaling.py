@@ -139,7 +139,9 @@ def latency(states, n: int, repeats: int, out: Figures) -> None:
         float(m - len(prop.screened) - len(prop.pruned)),
         step=m,
     )
-    out.emit("meta_posterior_cache_mb", m * (n * n + n) * 8 / 2**20, step=m)
+    # the cached meta posteriors at the n target points, were every task fitted:
+    # M n^2 + M n floats; with screening only the shortlist's covariances exist
+    out.emit("meta_posterior_cache_mb_unscreened", m * (n * n + n) * 8 / 2**20, step=m)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out.emit("peak_rss_mb_so_far", peak, step=m)
 

@@ -29,3 +29,11 @@ def test_too_few_tasks_for_a_ray_worker_are_fitted_in_process(monkeypatch):
     assert [s.task_id for s in local] == ["t0", "t1", "t2"]
     for a, b in zip(local, serial, strict=True):
         assert torch.equal(a.lengthscale, b.lengthscale) and a.mll == b.mll
+
+
+def test_batches_stay_small_next_to_a_fit_and_cover_every_task_once():
+    batches = fitting._batches(10_000, 2, 32)
+    assert len(batches) == 40 and {b.stop - b.start for b in batches} == {256}
+    covered = [i for b in fitting._batches(1000, 3, 1) for i in range(1000)[b]]
+    assert covered == list(range(1000))
+    assert len(fitting._batches(24, 6, 1)) == 6  # one batch per worker when small
