@@ -3,7 +3,11 @@
     python jobs/bench_scamlgp_regret.py
         [--families branin,hartmann3,digits_svm,digits_svm_noisy] [--seeds 16]
         [--first-seed 0] [--num-meta 8] [--n-meta 32] [--budget 40]
-        [--out bench-results] [--summary-only]
+        [--max-fit-tasks 128] [--out bench-results] [--summary-only]
+
+``--max-fit-tasks``: proposals with more meta-tasks than this screen to the ones with
+the highest marginal-likelihood gain (``raymeta.gp.screen``); set it to
+``--num-meta`` to measure the exact, unscreened model on the same seeds.
 
 Per (family, seed, method) the per-step regrets go to the ``benchmarks`` table of the
 store at ``<out>/store`` as soon as a study finishes (idempotent keys, so an interrupted
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 
 from raymeta.gp.benchmark import METHODS, compare_methods, run_bo
+from raymeta.gp.propose import MAX_FIT_TASKS
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import record_benchmark
 from raymeta.results.plots import plot_lines
@@ -54,7 +59,14 @@ def run_family(store, family, seeds, args, done) -> None:
         states = fit_meta_tasks(study.meta_tasks, seed=seed, num_workers=0)
         fit_s = sum(s.fit_seconds for s in states)
         for method in todo:
-            res = run_bo(study, method, states, budget=args.budget, f_star=f_star)
+            res = run_bo(
+                study,
+                method,
+                states,
+                budget=args.budget,
+                f_star=f_star,
+                max_fit_tasks=args.max_fit_tasks,
+            )
             rows = [
                 {
                     "family": family,
@@ -148,6 +160,7 @@ def main() -> None:
     parser.add_argument("--n-meta", type=int, default=32)
     parser.add_argument("--budget", type=int, default=40)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--max-fit-tasks", type=int, default=MAX_FIT_TASKS)
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args()

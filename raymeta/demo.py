@@ -206,11 +206,17 @@ def run_demo(
     summaries: dict[str, JobSummary] = {}
     with ray_output_to(log_path, verbose=verbose) as terminal:
         out = out or terminal
-        connect_ray()
-        for stage in (s for s in STAGES if s in stages):
-            path = progress_dir / f"{stage}.json"
-            with show_progress(labels[stage], path, out):
-                summaries[stage] = run_job(configs[stage], progress_file=path)
+        try:
+            connect_ray()
+            for stage in (s for s in STAGES if s in stages):
+                path = progress_dir / f"{stage}.json"
+                path.unlink(missing_ok=True)  # an interrupted earlier attempt's
+                with show_progress(labels[stage], path, out):
+                    summaries[stage] = run_job(configs[stage], progress_file=path)
+        except BaseException:
+            if not verbose:
+                print(f"demo stopped; Ray's own output is in {log_path}", file=out)
+            raise
         plots = (
             _plots(store, Path(store.root) / "plots")
             if set(stages) == set(STAGES)
