@@ -246,14 +246,13 @@ def _fit_with_fallbacks(meta, X, y, init_state, plan: _FitPlan):
     bad = _bad_tasks(meta, posterior)
     attempts = []
     if not bad:
-        attempts.append((meta, None))
+        attempts.append((meta, None, posterior))
     else:
-        attempts.append((_without(meta, bad), "drop_task:" + ",".join(bad)))
-        posterior = None  # the posterior of another stack
-    attempts.append((MetaStack([]), "target_only"))
-    for stack, label in attempts:
+        attempts.append((_without(meta, bad), "drop_task:" + ",".join(bad), None))
+    attempts.append((MetaStack([]), "target_only", None))
+    for stack, label, known in attempts:
         try:
-            model, hypers = _try_fit(stack, X, y, init, plan, posterior)
+            model, hypers = _try_fit(stack, X, y, init, plan, known)
         except (RuntimeError, ValueError, torch.linalg.LinAlgError) as err:
             log.warning("ScaML-GP fit failed (%s); falling back", err)
             continue

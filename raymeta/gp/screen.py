@@ -145,8 +145,12 @@ def screen_tasks(
 
 
 def _top(gains: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the ``k`` largest gains (NaN last, ties by stack order)."""
-    order = torch.sort(-torch.nan_to_num(gains, nan=-torch.inf), stable=True).indices
+    """Mask of the ``k`` largest finite gains (ties by stack order).
+
+    A task whose gain is not finite (its covariance did not factor) is never kept.
+    """
+    gains = torch.nan_to_num(gains, nan=-torch.inf)
+    order = torch.sort(-gains, stable=True).indices
     keep = torch.zeros(gains.numel(), dtype=torch.bool)
     keep[order[:k]] = True
-    return keep
+    return keep & torch.isfinite(gains)
