@@ -79,7 +79,8 @@ class TuneProgress(tune.Callback):
         value = (trial.last_result or {}).get(self.metric)
         if isinstance(value, int | float) and value < self.best:
             self.best = float(value)
-        note = f"best {self.metric} {self.best:.4g}" if self.best < float("inf") else ""
+        best = f"best observed {self.metric} {self.best:.4g}"
+        note = best if self.best < float("inf") else ""
         write_progress(
             self.path, done=self.done, total=self.total, unit="trial", note=note
         )
