@@ -41,8 +41,8 @@ class _Group:
         """Per-task prior kernel ``G x |A| x |B|`` (A, B shared ``p x d`` points)."""
         return scaled_rbf(A, B, self.lengthscale, self.outputscale)
 
-    def factors(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means ``G x P`` and factors ``v = L^{-1} k(X, Z)``, ``G x N x P``."""
+    def means(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means ``G x P`` and the cross kernel ``k(X, Z)``, ``G x N x P``."""
         kxz = scaled_rbf(
             self.X,
             Z.expand(self.X.shape[0], *Z.shape),
@@ -52,8 +52,12 @@ class _Group:
         mean = self.y_mean[:, None] + self.y_std[:, None] * (
             kxz.transpose(-1, -2) @ self.alpha[..., None]
         ).squeeze(-1)
-        v = torch.linalg.solve_triangular(self.chol, kxz, upper=False)
-        return mean, v
+        return mean, kxz
+
+    def factors(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means ``G x P`` and factors ``v = L^{-1} k(X, Z)``, ``G x N x P``."""
+        mean, kxz = self.means(Z)
+        return mean, torch.linalg.solve_triangular(self.chol, kxz, upper=False)
 
 
 class MetaStack:
@@ -180,16 +184,7 @@ class MetaStack:
 
     def means(self, A: torch.Tensor) -> torch.Tensor:
         """Per-task latent posterior means ``M x p`` only (no triangular solves)."""
-        out = []
-        for g in self.groups:
-            kxa = scaled_rbf(
-                g.X, A.expand(g.X.shape[0], *A.shape), g.lengthscale, g.outputscale
-            )
-            out.append(
-                g.y_mean[:, None]
-                + g.y_std[:, None]
-                * (kxa.transpose(-1, -2) @ g.alpha[..., None])[..., 0]
-            )
+        out = [g.means(A)[0] for g in self.groups]
         return torch.cat(out) if out else torch.zeros(0, A.shape[0], dtype=A.dtype)
 
     def factors(self, A: torch.Tensor) -> list[torch.Tensor]:

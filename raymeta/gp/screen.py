@@ -33,13 +33,14 @@ __all__ = ["SHORTLIST", "likelihood_gains", "mean_gains", "screen_tasks"]
 SHORTLIST = 4  # with M > SHORTLIST * max_tasks, a means-only pass shortlists first
 
 
-def _residual_factor(
+def _residual_kernel(
     X: torch.Tensor, lengthscale: torch.Tensor, outputscale: float, noise: float
-) -> torch.Tensor:
-    n = X.shape[0]
-    eye = torch.eye(n, dtype=torch.float64)
-    K0 = scaled_rbf(X, X, lengthscale, torch.tensor(outputscale)) + noise * eye
-    return torch.linalg.cholesky(K0 + 1e-10 * eye)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``K_0`` (residual kernel + noise + 1e-10 jitter) and its Cholesky factor."""
+    eye = torch.eye(X.shape[0], dtype=torch.float64)
+    K0 = scaled_rbf(X, X, lengthscale, torch.tensor(outputscale))
+    K0 = K0 + (noise + 1e-10) * eye
+    return K0, torch.linalg.cholesky(K0)
 
 
 def mean_gains(
@@ -81,8 +82,7 @@ def likelihood_gains(
     """
     n = X.shape[0]
     eye = torch.eye(n, dtype=torch.float64)
-    L0 = _residual_factor(X, lengthscale, outputscale, noise)
-    K0 = L0 @ L0.T
+    K0, L0 = _residual_kernel(X, lengthscale, outputscale, noise)
     means, covs = posterior if posterior is not None else meta.posterior(X)
     mu, C = means / scale, covs / scale**2
     b = torch.linalg.solve_triangular(L0, z[:, None], upper=False)[:, 0]
@@ -133,7 +133,7 @@ def screen_tasks(
         return meta
     means, covs = posterior if posterior is not None else (None, None)
     if covs is None and len(meta) > SHORTLIST * max_tasks:
-        L0 = _residual_factor(X, lengthscale, outputscale, noise)
+        _, L0 = _residual_kernel(X, lengthscale, outputscale, noise)
         means = meta.means(X) if means is None else means
         rough = mean_gains(means / scale, X, y / scale, L0)
         meta = meta.subset(_top(rough, SHORTLIST * max_tasks))

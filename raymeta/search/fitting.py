@@ -47,6 +47,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import ray
 import torch
@@ -221,6 +222,15 @@ def _to_store(
         store.append("meta_tasks", [row], key=key)
 
 
+class _Spread(NamedTuple):
+    """How the fits are spread: parallel fitters and what each may use."""
+
+    num_workers: int
+    num_cpus: float
+    max_retries: int
+    min_size: int
+
+
 def _batches(n: int, num_workers: int, min_size: int) -> list[slice]:
     size = min(MAX_BATCH, max(min_size, math.ceil(n / max(num_workers, 1))))
     return [slice(i, i + size) for i in range(0, n, size)]
@@ -230,14 +240,13 @@ def _fit_missing(
     tasks: list[TaskData],
     seed: int,
     settings: FitSettings,
-    spread: tuple[int, float, int, int],
+    spread: _Spread,
     on_batch: Callable[[list[TaskGPState]], None],
     report: FitReport,
 ) -> list[TaskGPState]:
     """Fit ``tasks``; states of tasks whose fitter died for good are left out."""
-    num_workers, num_cpus, max_retries, min_size = spread
     seeds = [seed_from_hash(t.content_hash(), seed) for t in tasks]
-    batches = _batches(len(tasks), num_workers, min_size)
+    batches = _batches(len(tasks), spread.num_workers, spread.min_size)
     states: list[TaskGPState] = []
     for node, batch, fitted in _run_batches(tasks, seeds, settings, batches, spread):
         if fitted is None:
@@ -254,7 +263,7 @@ def _run_batches(
     seeds: list[int],
     settings: FitSettings,
     batches: list[slice],
-    spread: tuple[int, float, int, int],
+    spread: _Spread,
 ) -> Iterator[tuple[str | None, slice, list[TaskGPState] | None]]:
     """Yield ``(node, batch, states)`` as batches finish (states None: lost)."""
     num_workers, num_cpus, max_retries, _ = spread
@@ -366,7 +375,9 @@ def fit_meta_tasks(
                 _to_store(store, experiment, batch, seed, digest, repaired)
 
         workers = min(num_workers, len(order) // max(1, min_tasks_per_worker))
-        spread = (workers, num_cpus_per_worker, max_retries, min_tasks_per_worker)
+        spread = _Spread(
+            workers, num_cpus_per_worker, max_retries, min_tasks_per_worker
+        )
         fitted = _fit_missing(
             [todo[h] for h in order], seed, settings, spread, keep, report
         )
