@@ -215,18 +215,20 @@ def _try_fit(meta, X, y, init, plan: _FitPlan, posterior=None):
 
     ``posterior``: the meta posteriors at ``X`` if already computed for ``meta``.
     """
-    start = init or TargetHypers.default(X.shape[1], 0)
-    stack = screen_tasks(
-        meta,
-        X,
-        y,
-        plan.max_fit_tasks,
-        lengthscale=start.lengthscale,
-        outputscale=float(start.outputscale),
-        noise=float(start.noise),
-        scale=normalisation(meta, y)[1],
-        posterior=posterior,
-    )
+    stack = meta
+    if plan.max_fit_tasks is not None and len(meta) > plan.max_fit_tasks:
+        start = init or TargetHypers.default(X.shape[1], 0)
+        stack = screen_tasks(
+            meta,
+            X,
+            y,
+            plan.max_fit_tasks,
+            lengthscale=start.lengthscale,
+            outputscale=float(start.outputscale),
+            noise=float(start.noise),
+            scale=normalisation(meta, y)[1],
+            posterior=posterior,
+        )
     hypers = fit_target(
         stack,
         X,
