@@ -26,21 +26,22 @@ from pathlib import Path
 
 import torch
 
-from raymeta.config import HeTRoMConfig
+from raymeta.config import HeTRoMConfig, override
 from raymeta.metalearn.hetrom import selection_quality
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import describe_machine
-from raymeta.training.hetrom_loop import evaluate_components, train_hetrom_in_process
+from raymeta.training import train_hetrom_in_process
+from raymeta.training.hetrom_program import evaluate_components
 
 BENCH = "bench_hetrom"
 SETTINGS = {
-    "gauss-1shot": {"family": "gaussian_clusters", "shots": 1, "queries": 15},
-    "gauss-5shot": {"family": "gaussian_clusters", "shots": 5, "queries": 15},
+    "gauss-1shot": {"data.dataset": "gaussian_clusters", "data.shots": 1},
+    "gauss-5shot": {"data.dataset": "gaussian_clusters", "data.shots": 5},
     "sinusoid": {
-        "family": "sinusoid",
-        "shots": 10,
-        "queries": 10,
-        "hidden": (40, 40),
+        "data.dataset": "sinusoid",
+        "data.shots": 10,
+        "data.queries": 10,
+        "model.hidden": (40, 40),
         "embedding_dim": 40,
         "embedding_scale": 4.0,
         "inner_lr": 0.05,
@@ -71,7 +72,7 @@ def run_one(cfg: HeTRoMConfig) -> dict[str, float]:
     train_s = time.perf_counter() - start
     mean, ci = evaluate_components(components, test_tasks=cfg.test_tasks)
     precision, recall = selection_quality(torch.cat(dropped), torch.cat(kinds))
-    name = "mse" if cfg.family == "sinusoid" else "accuracy"
+    name = "mse" if cfg.data.dataset == "sinusoid" else "accuracy"
     return {
         name: mean,
         f"{name}_ci95": ci,
@@ -186,17 +187,17 @@ def main() -> None:
                 for seed in map(int, args.seeds.split(",")):
                     if (setting, contamination, method, seed, args.steps) in done:
                         continue
-                    cfg = HeTRoMConfig(
-                        job="hetrom",
-                        seed=seed,
-                        steps=args.steps,
-                        test_tasks=args.test_tasks,
-                        noisy_fraction=contamination / 2,
-                        outlier_fraction=contamination / 2,
-                        num_workers=0,
+                    changes = {
+                        "seed": seed,
+                        "steps": args.steps,
+                        "test_tasks": args.test_tasks,
+                        "data.noisy_fraction": contamination / 2,
+                        "data.outlier_fraction": contamination / 2,
+                        "scaling.num_workers": 0,
                         **SETTINGS[setting],
                         **METHODS[method],
-                    )
+                    }
+                    cfg = override(HeTRoMConfig(job="hetrom"), changes)
                     figures = run_one(cfg)
                     key = f"{setting}/{contamination}/{method}/{seed}/{args.steps}"
                     store_run(

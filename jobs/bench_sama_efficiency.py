@@ -172,7 +172,7 @@ def scaling(args):
     from ray.cluster_utils import Cluster
 
     from raymeta.config import parse_config
-    from raymeta.training.sama_loop import fit_sama
+    from raymeta.training import fit as fit_run
 
     def fit(workers, tag):
         cfg = parse_config(
@@ -182,11 +182,13 @@ def scaling(args):
                 eval_every=args.steps,
                 report_every=args.steps,
                 checkpoint_every=0,
-                num_workers=workers,
-                storage_path="/tmp/sama-scaling",
+                model={"hidden": [256, 256]},
+                scaling={"num_workers": workers},
+                storage={"storage_path": "/tmp/sama-scaling"},
             )
         )
-        out = fit_sama(cfg, run_name=f"scaling-{tag}-{time.time_ns()}").return_value
+        name = f"scaling-{tag}-{time.time_ns()}"
+        out = fit_run(cfg, run_name=name).return_value
         print(
             f"{tag}: workers={workers} samples/s={out['samples_per_s']:.1f} "
             f"loop_s={out['loop_seconds']:.1f}",

@@ -32,36 +32,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raymeta.config import parse_config
+from raymeta.config import override, parse_config
+from raymeta.metalearn.models import build_mlp
 from raymeta.metalearn.pruning import el2n_scores, keep_mask, random_scores
-from raymeta.training.sama_loop import (
-    build_mlp,
-    fit_sama,
-    load_dataset,
-    summary_metrics,
-)
+from raymeta.tasks.sources import builtin_sama_data
+from raymeta.training import fit, summary_metrics
 
 BASE = dict(
     job="sama",
-    dataset="digits",
-    noise_rate=0.4,
-    meta_per_class=10,
-    hidden=[256, 256],
-    base_optimizer="adam",
-    base_lr=1e-3,
     batch_size=128,
     meta_batch_size=100,
     eval_every=100,
     report_every=1000,
     checkpoint_every=0,
-    num_workers=0,
+    data={"dataset": "digits", "noise_rate": 0.4, "meta_per_class": 10},
+    model={"hidden": [256, 256]},
+    optim={"name": "adam", "lr": 1e-3},
+    scaling={"num_workers": 0},
 )
+#: Flat benchmark options that live in the config's [data] section.
+DATA_KEYS = ("noise_rate", "train_set", "keep_ids_path")
 
 
 def run(tmp: str, name: str, **overrides):
-    cfg = parse_config({**BASE, "storage_path": tmp, **overrides})
+    changes = {f"data.{k}" if k in DATA_KEYS else k: v for k, v in overrides.items()}
+    cfg = override(parse_config({**BASE, "storage": {"storage_path": tmp}}), changes)
     t0 = time.perf_counter()
-    summary = fit_sama(cfg, run_name=f"{name}-{time.time_ns()}").return_value
+    summary = fit(cfg, run_name=f"{name}-{time.time_ns()}").return_value
     figures = summary_metrics(summary)
     figures["seconds"] = time.perf_counter() - t0
     return cfg, summary, figures
@@ -147,14 +144,16 @@ def prune_rows(tmp, seed, steps, keep, noise, score_steps, meta_lr):
         meta_batch_size=128,
         eval_every=max(score_steps // 20, 1),  # 5 score checkpoints in the last 25%
     )
-    data = load_dataset(cfg)
+    data = builtin_sama_data(cfg.data, seed=cfg.seed, dtype=torch.float32)
     ids = data.train_ids.numpy()
     # EL2N from a plain model trained for score_steps // 5 steps (early in training).
     el2n_cfg, el2n_summary, _ = run(
         tmp, "el2n-probe", steps=max(score_steps // 5, 1), **common
     )
     model = build_mlp(
-        [64, *el2n_cfg.hidden, 10], generator=torch.Generator(), dtype=torch.float32
+        [64, *el2n_cfg.model.hidden, 10],
+        generator=torch.Generator(),
+        dtype=torch.float32,
     )
     torch.nn.utils.vector_to_parameters(
         torch.as_tensor(el2n_summary["base_params"]), model.parameters()

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import tomllib
@@ -36,6 +37,7 @@ __all__ = [
     "check_config",
     "job_names",
     "load_config",
+    "override",
     "parse_config",
     "parse_section",
     "register_job_config",
@@ -73,7 +75,10 @@ class JobConfig:
         """Names that could escape their directory (see :mod:`raymeta.names`)."""
         out = []
         for field in self.NAME_FIELDS:
-            value = getattr(self, field, None)
+            value: Any = self
+            for part in field.split("."):
+                value = getattr(value, part, None)
+            field = field.rsplit(".", 1)[-1]
             if isinstance(value, tuple | list):
                 labelled = [
                     (f"{field}[{i}]: experiment", v) for i, v in enumerate(value)
@@ -111,6 +116,35 @@ def check_config(cfg: JobConfig, *, source: str = "config") -> JobConfig:
     """
     _raise_problems(cfg.name_problems() + cfg.problems(), source)
     return cfg
+
+
+def override(cfg: C, changes: Mapping[str, Any]) -> C:
+    """``cfg`` with ``changes`` applied; dotted keys reach into sections.
+
+    Example: ``override(cfg, {"steps": 10, "scaling.num_workers": 2})``. The result
+    is checked again (:func:`check_config`).
+
+    Raises:
+        ConfigError: An unknown key, or a problem of the changed config.
+    """
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, dot, rest = key.partition(".")
+        (nested.setdefault(head, {}) if dot else flat)[rest or head] = value
+    names = {f.name for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
+    unknown = sorted(set(flat) - names) + sorted(set(nested) - names)
+    if unknown:
+        raise ConfigError(f"override: unknown keys {unknown} (valid: {sorted(names)})")
+    try:
+        for head, sub in nested.items():
+            flat[head] = dataclasses.replace(getattr(cfg, head), **sub)
+        out = dataclasses.replace(cfg, **flat)  # type: ignore[type-var]
+    except TypeError as err:
+        raise ConfigError(f"override: {err}") from None
+    if isinstance(out, JobConfig):
+        check_config(out, source="config with overrides")
+    return out
 
 
 def _raise_problems(problems: list[str], source: str) -> None:
@@ -171,6 +205,10 @@ def parse_config(data: Mapping[str, Any], *, source: str = "config") -> JobConfi
 def parse_section(cls: type[C], data: Mapping[str, Any], *, source: str) -> C:
     """Validate ``data`` against the dataclass ``cls``, collecting every problem."""
     problems: list[str] = []
+    layout = getattr(cls, "layout_problem", None)
+    moved = layout(data) if layout is not None and isinstance(data, Mapping) else None
+    if moved:
+        _raise_problems([moved], source)
     value = _build(cls, data, "", problems)
     if not problems and isinstance(value, JobConfig):
         problems.extend(value.name_problems() + value.problems())
@@ -231,6 +269,15 @@ def _convert(hint: Any, value: Any, path: str, problems: list[str]) -> Any:
         if value not in args:
             problems.append(f"{path}: expected one of {list(args)}, got {value!r}")
         return value
+    if origin is dict or hint is dict:
+        if not isinstance(value, Mapping):
+            problems.append(f"{path}: expected a table, got {value!r}")
+            return None
+        return dict(value)
+    if origin is collections.abc.Callable:
+        if not callable(value):
+            problems.append(f"{path}: expected a callable, got {value!r}")
+        return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             problems.append(f"{path}: expected a list, got {value!r}")
@@ -266,68 +313,375 @@ def _name(hint: Any) -> str:
 # --------------------------------------------------------------------------------------
 
 
-@register_job_config("sama")
+# --------------------------------------------------------------------------------------
+# Training jobs (SAMA, HeTRoM) share one shape: method keys at the top level and five
+# sections, ``[data]``, ``[model]``, ``[optim]``, ``[scaling]`` and ``[storage]``,
+# with one set of defaults. Config keys equal the library's argument names.
+# --------------------------------------------------------------------------------------
+
+#: Built-in model factories (``[model] factory``); anything else is an import path.
+BUILTIN_MODELS = ("mlp", "cnn")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SamaJobConfig(JobConfig):
-    """SAMA meta-learning on Ray Train (``jobs/train_sama.py``).
+class ModelSection:
+    """``[model]``: the network the method trains.
 
     Attributes:
-        experiment: Results-store experiment name (partition).
-        run_name: Ray run name; rerunning with the same name resumes.
+        factory: "mlp", "cnn" (built-in small CNN for square grey images), an import
+            path ``"package.module:function"``, or (in code) a callable; a factory
+            is called with ``kwargs`` and must return a ``torch.nn.Module``.
+        hidden: Hidden widths of the built-in MLP / CNN head (empty = linear).
+        kwargs: Keyword arguments for a user factory.
+        dtype: Parameter dtype, "float32" or "float64".
+        precision: "fp32", or "bf16" to run forward passes under bf16 autocast
+            (parameters, optimizer state and SAMA's perturbation stay float32).
+    """
+
+    factory: str | Callable[..., Any] = "mlp"
+    hidden: tuple[int, ...] = (64, 64)
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dtype: Literal["float32", "float64"] = "float32"
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+    def problems(self) -> list[str]:
+        """Widths, precision vs dtype, and the factory's form (not its import)."""
+        out = []
+        if any(h < 1 for h in self.hidden):
+            out.append(f"model.hidden: widths must be >= 1, got {list(self.hidden)}")
+        if self.precision == "bf16" and self.dtype != "float32":
+            out.append(
+                "model.precision: bf16 autocast needs dtype = 'float32' master "
+                f"weights, got dtype = {self.dtype!r}"
+            )
+        if isinstance(self.factory, str) and self.factory not in BUILTIN_MODELS:
+            if ":" not in self.factory:
+                out.append(
+                    f"model.factory: expected one of {list(BUILTIN_MODELS)} or an "
+                    f"import path 'package.module:function', got {self.factory!r}"
+                )
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OptimSection:
+    """``[optim]``: the optimizer of the trained model (SAMA: the base model).
+
+    Attributes:
+        name: "sgd", "adam" or "adamw" (SAMA has exact adaptations for these).
+        lr: Learning rate.
+        momentum: SGD momentum.
+        dampening: SGD dampening.
+        nesterov: SGD Nesterov momentum (needs momentum > 0, dampening = 0).
+        weight_decay: Weight decay (L2 for SGD/Adam, decoupled for AdamW).
+        betas: Adam/AdamW moment coefficients.
+    """
+
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    def problems(self) -> list[str]:
+        """Ranges and torch's own SGD rules, checked before anything starts."""
+        out = []
+        if not self.lr > 0:
+            out.append(f"optim.lr: must be > 0, got {self.lr}")
+        if self.momentum < 0 or not 0 <= self.dampening <= 1:
+            out.append(
+                "optim.momentum >= 0 and 0 <= optim.dampening <= 1; got "
+                f"{self.momentum}, {self.dampening}"
+            )
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            out.append("optim.nesterov: needs momentum > 0 and dampening = 0")
+        if self.weight_decay < 0:
+            out.append(f"optim.weight_decay: must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            out.append(f"optim.betas: two values in [0, 1), got {list(self.betas)}")
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScalingSection:
+    """``[scaling]``: how many workers, where, and how failures are handled.
+
+    Attributes:
+        num_workers: Ray Train workers (0 = run in the driver, local mode).
+        use_gpu: One GPU per worker (nccl); CPU workers use gloo.
+        placement_strategy: "PACK", "SPREAD", "STRICT_PACK" or "STRICT_SPREAD".
+        max_failures: Worker-group restarts allowed.
+        timeout_minutes: Collective timeout (a hung rank fails the attempt).
+    """
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = (
+        "PACK"
+    )
+    max_failures: int = 0
+    timeout_minutes: float = 5.0
+
+    def problems(self) -> list[str]:
+        """Non-negative counts, positive timeout."""
+        out = []
+        for name in ("num_workers", "max_failures"):
+            if getattr(self, name) < 0:
+                out.append(f"scaling.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.timeout_minutes > 0:
+            out.append(
+                f"scaling.timeout_minutes: must be > 0, got {self.timeout_minutes}"
+            )
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StorageSection:
+    """``[storage]``: where checkpoints and results go, and the run's names.
+
+    Attributes:
+        experiment: Results-store experiment ("" = the job name).
+        run_name: Ray run name, also the store's ``run_id``; rerunning with it
+            resumes. None = ``"<experiment>-s<seed>"``.
         storage_path: Ray Train storage (checkpoints); shared on multi-node runs.
         store: Results-store root (path or URI); None writes nothing.
-        dataset: "digits" (sklearn) or "blobs" (tiny synthetic, for tests).
-        noise_rate: Symmetric label-noise rate of the training set.
+    """
+
+    experiment: str = ""
+    run_name: str | None = None
+    storage_path: str = "/tmp/raymeta-runs"
+    store: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataSection:
+    """``[data]`` keys both methods share.
+
+    Attributes:
+        dataset: A built-in name, or an import path ``"package.module:function"``
+            called with ``kwargs`` on the driver (see :mod:`raymeta.tasks.sources`).
+        kwargs: Keyword arguments of a user data function.
+        feature_column: Feature column of a Ray Dataset / dict batch.
+        label_column: Integer label column.
+    """
+
+    dataset: str = ""
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    feature_column: str = "x"
+    label_column: str = "label"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamaData(DataSection):
+    """SAMA's ``[data]``: built-in "digits" / "blobs" or the user's data.
+
+    Attributes:
+        noise_rate: Symmetric label-noise rate of a built-in training set.
         meta_per_class: Clean meta examples per class (digits).
-        train_set: "noisy" (default), "noisy+meta", "meta" (clean meta set only) or
+        train_set: "noisy", "noisy+meta", "meta" (clean meta set only) or
             "clean" (oracle: only correctly labelled training points).
+        keep_ids_path: Optional ``.npy`` of training-example ids to train on.
+        id_column: Example-id column of user data (row numbers if absent).
+    """
+
+    dataset: str = "digits"
+    noise_rate: float = 0.4
+    meta_per_class: int = 10
+    train_set: Literal["noisy", "noisy+meta", "meta", "clean"] = "noisy"
+    keep_ids_path: str | None = None
+    id_column: str = "id"
+
+    def problems(self) -> list[str]:
+        """Noise rate range."""
+        if not 0.0 <= self.noise_rate < 1.0:
+            return [f"data.noise_rate: must be in [0, 1), got {self.noise_rate}"]
+        return []
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeTRoMData(DataSection):
+    """HeTRoM's ``[data]``: a registered task family or the user's labelled data.
+
+    Attributes:
+        ways, shots, queries: The episode shape.
+        noisy_fraction, outlier_fraction, noise_prob: Injected contamination.
+        test_classes: Fraction of a user dataset's classes held out for testing
+            (ignored when the data function returns its own ``test`` split).
+    """
+
+    dataset: str = "gaussian_clusters"
+    ways: int = 5
+    shots: int = 1
+    queries: int = 15
+    noisy_fraction: float = 0.2
+    outlier_fraction: float = 0.2
+    noise_prob: float = 0.8
+    test_classes: float = 0.3
+
+    def problems(self) -> list[str]:
+        """Episode sizes and contamination fractions."""
+        out = []
+        for name in ("ways", "shots", "queries"):
+            if getattr(self, name) < 1:
+                out.append(f"data.{name}: must be >= 1, got {getattr(self, name)}")
+        fracs = (self.noisy_fraction, self.outlier_fraction, self.noise_prob)
+        if min(fracs) < 0 or max(fracs) > 1 or sum(fracs[:2]) > 1:
+            out.append(
+                "data.noisy_fraction, outlier_fraction, noise_prob: each in [0, 1] "
+                f"and noisy + outlier <= 1; got {fracs}"
+            )
+        if not 0 < self.test_classes < 1:
+            out.append(f"data.test_classes: must be in (0, 1), got {self.test_classes}")
+        return out
+
+
+SECTIONS = ("data", "model", "optim", "scaling", "storage")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainingConfig(JobConfig):
+    """Shared shape of the training jobs: the loop cadence and the five sections.
+
+    Attributes:
+        steps: Training steps (SAMA: base steps; HeTRoM: meta steps).
+        report_every: ``ray.train.report`` every this many steps (lock-step).
+        checkpoint_every: Checkpoint, and write the results rows so far, every this
+            many steps (0 = only at the end).
+        check_every: Check parameters are bit-identical across ranks every this
+            many steps (0 = only at checkpoints and the end).
+    """
+
+    steps: int = 1000
+    report_every: int = 100
+    checkpoint_every: int = 500
+    check_every: int = 0
+    data: DataSection = dataclasses.field(default_factory=DataSection)
+    model: ModelSection = dataclasses.field(default_factory=ModelSection)
+    optim: OptimSection = dataclasses.field(default_factory=OptimSection)
+    scaling: ScalingSection = dataclasses.field(default_factory=ScalingSection)
+    storage: StorageSection = dataclasses.field(default_factory=StorageSection)
+
+    NAME_FIELDS: ClassVar[tuple[str, ...]] = ("experiment", "run_name")
+
+    @property
+    def experiment(self) -> str:
+        """The results-store experiment (the job name when unset)."""
+        return self.storage.experiment or self.job
+
+    @property
+    def run_name(self) -> str:
+        """The Ray run name and store ``run_id`` (``<experiment>-s<seed>`` default)."""
+        return self.storage.run_name or f"{self.experiment}-s{self.seed}"
+
+    @property
+    def store(self) -> str | None:
+        """The results-store root (None writes nothing)."""
+        return self.storage.store
+
+    @property
+    def storage_path(self) -> str:
+        """Ray Train's storage path."""
+        return self.storage.storage_path
+
+    def problems(self) -> list[str]:
+        """Loop cadence and every section's own checks."""
+        out = []
+        for name in ("steps", "report_every"):
+            if getattr(self, name) < 1:
+                out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "check_every"):
+            if getattr(self, name) < 0:
+                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in SECTIONS:
+            section_problems = getattr(getattr(self, name), "problems", None)
+            if section_problems is not None:
+                out += section_problems()
+        return out
+
+    @classmethod
+    def layout_problem(cls, data: Mapping[str, Any]) -> str | None:
+        """One message showing the sectioned layout when ``data`` is a flat config."""
+        top = {f.name for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        home = {
+            key: section
+            for section in SECTIONS
+            for key in (f.name for f in dataclasses.fields(hints[section]))
+        }
+        home |= _RENAMED
+        moved = [k for k in data if k not in top and k in home]
+        if not moved:
+            return None
+        lines = [f"{k} = {_toml(v)}" for k, v in data.items() if k not in moved]
+        for section in SECTIONS:
+            keys = [k for k in moved if home[k].split(".")[0] == section]
+            if keys:
+                lines.append(f"[{section}]")
+                lines += [
+                    f"{_section_key(home[k], k)} = {_toml(data[k])}" for k in keys
+                ]
+        return (
+            f"keys {moved} belong in sections now ([data], [model], [optim], "
+            "[scaling], [storage]); this config in the new shape:\n"
+            + "\n".join(f"    {line}" for line in lines)
+        )
+
+
+#: Flat keys of the old layout whose sectioned name differs (section.key).
+_RENAMED = {
+    "base_optimizer": "optim.name",
+    "base_lr": "optim.lr",
+    "hidden": "model.hidden",
+    "family": "data.dataset",
+    "meta_lr": "optim.lr",
+}
+
+
+def _section_key(home: str, key: str) -> str:
+    return home.split(".", 1)[1] if "." in home else key
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+@register_job_config("sama")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SamaJobConfig(TrainingConfig):
+    """SAMA meta-learning on Ray Train (``jobs/train_sama.py``).
+
+    Top-level keys are SAMA's own; ``[optim]`` is the base optimizer, ``[model]``
+    the base model, ``[data]`` the training (noisy) set and the clean meta set.
+
+    Attributes:
         application: "reweight" (meta-weight-net), "prune" (per-example keep
             scores, meta set = training set) or "plain" (no meta steps).
-        hidden: Hidden widths of the base MLP (empty = linear model).
-        dtype: "float32" or "float64".
-        base_optimizer: "adam", "adamw" or "sgd".
-        base_lr: Base learning rate.
-        momentum: SGD momentum.
-        weight_decay: Base optimizer weight decay.
-        meta_lr: Adam learning rate of the meta-parameters.
-        meta_hidden: Hidden width of the meta-weight-net.
+        problem: Optional import path ``"package.module:Class"`` (or, in code, a
+            class or instance) of the user's bilevel problem implementing
+            ``base_loss`` / ``meta_loss`` (see ``raymeta.metalearn.problem``);
+            None uses the application's problem.
+        meta_lr: Adam learning rate of the meta-parameters λ.
+        meta_hidden: Hidden width of the meta-weight-net / pruning net.
         radius: SAMA finite-difference radius R (1e-2 suits float32).
         adaptation: "auto" (optimizer adaptation) or "none" (SAMA-NA).
         cache_stop_grad: Reuse stop-gradient inputs at θ in the FD passes.
         unroll_steps: Base steps per meta step.
-        steps: Total base steps.
         batch_size: Base batch size per worker.
         meta_batch_size: Meta batch size per worker.
         eval_every: Evaluate test/meta accuracy every this many steps.
-        report_every: ``ray.train.report`` every this many steps (lock-step).
-        checkpoint_every: Checkpoint every this many steps (0 = only at the end).
-        check_every: Check θ/λ bit-identity across ranks every this many meta steps
-            (0 = only at the end).
         keep_fraction: Fraction kept by pruning.
-        keep_ids_path: Optional ``.npy`` of training-example ids to train on (a
-            pruned subset); None trains on the whole ``train_set``.
-        num_workers: Ray Train workers (0 = run in the driver).
-        placement_strategy: Worker placement ("PACK", "SPREAD", "STRICT_SPREAD"...).
-        use_gpu: One GPU per worker.
-        max_failures: Worker-group restarts allowed.
-        timeout_minutes: Collective timeout.
     """
 
-    experiment: str = "sama"
-    run_name: str = "sama"
-    storage_path: str = "/tmp/raymeta-runs"
-    store: str | None = None
-    dataset: Literal["digits", "blobs"] = "digits"
-    noise_rate: float = 0.4
-    meta_per_class: int = 10
-    train_set: Literal["noisy", "noisy+meta", "meta", "clean"] = "noisy"
     application: Literal["reweight", "prune", "plain"] = "reweight"
-    hidden: tuple[int, ...] = (256, 256)
-    dtype: Literal["float32", "float64"] = "float32"
-    base_optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    base_lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
+    problem: str | Any = None
     meta_lr: float = 1e-3
     meta_hidden: int = 100
     radius: float = 1e-2
@@ -338,70 +692,42 @@ class SamaJobConfig(JobConfig):
     batch_size: int = 128
     meta_batch_size: int = 100
     eval_every: int = 100
-    report_every: int = 100
-    checkpoint_every: int = 500
-    check_every: int = 0
     keep_fraction: float = 0.7
-    keep_ids_path: str | None = None
-    num_workers: int = 1
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = (
-        "PACK"
-    )
-    use_gpu: bool = False
-    max_failures: int = 0
-    timeout_minutes: float = 5.0
+    data: SamaData = dataclasses.field(default_factory=SamaData)
 
     def problems(self) -> list[str]:
-        """Cross-field checks (positive sizes, ranges)."""
-        out = []
-        positive = (
-            "unroll_steps steps batch_size meta_batch_size eval_every report_every "
-            "meta_hidden"
-        ).split()
-        for name in positive:
+        """Cross-field checks (positive sizes, ranges) and the sections'."""
+        out = super().problems()
+        for (
+            name
+        ) in "unroll_steps batch_size meta_batch_size eval_every meta_hidden".split():
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("checkpoint_every", "check_every", "num_workers"):
-            if getattr(self, name) < 0:
-                out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("base_lr", "meta_lr", "radius", "timeout_minutes"):
+        for name in ("meta_lr", "radius"):
             if not getattr(self, name) > 0:
                 out.append(f"{name}: must be > 0, got {getattr(self, name)}")
-        if not 0.0 <= self.noise_rate < 1.0:
-            out.append(f"noise_rate: must be in [0, 1), got {self.noise_rate}")
         if not 0.0 < self.keep_fraction <= 1.0:
             out.append(f"keep_fraction: must be in (0, 1], got {self.keep_fraction}")
-        if any(h < 1 for h in self.hidden):
-            out.append(f"hidden: widths must be >= 1, got {list(self.hidden)}")
+        if self.problem is not None and self.application == "plain":
+            out.append(
+                "problem: a user problem needs application 'reweight' or 'prune'"
+            )
         return out
 
 
 @register_job_config("hetrom")
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class HeTRoMConfig(JobConfig):
+class HeTRoMConfig(TrainingConfig):
     """HeTRoM: ranked-range episodic meta-learning (``jobs/train_hetrom.py``).
 
-    Keys mirror the library arguments: the task family (``family``, ``ways``,
-    ``shots``, ``queries``), contamination (``noisy_fraction``, ``outlier_fraction``,
-    ``noise_prob``), the selection rule (``rule`` in plain/oracle/sort/dual/lognormal
+    Top-level keys: the selection rule (``rule`` in plain/oracle/sort/dual/lognormal
     with ``m``, ``k``, ``threshold_lr``, ``c_hi``, ``c_lo``, ``warmup_steps``), the head
     (``head``, ``inner_steps``, ``inner_lr``, ``l2``, ``first_order``), the embedding
-    (``hidden``, ``embedding_dim``, ``embedding_scale``), ``meta_lr`` and the run
-    (``steps``, ``tasks_per_batch``, ``test_tasks``, ``num_workers``, ...). ``m`` and
-    ``k`` count tasks of the global meta-batch. ``run_name`` is the Ray run name
-    (rerunning with it resumes); None = ``"<experiment>-s<seed>"``.
+    size (``embedding_dim``, ``embedding_scale`` of the built-in MLP) and the run
+    (``steps``, ``tasks_per_batch``, ``test_tasks``, ``test_batch``). ``m`` and ``k``
+    count tasks of the global meta-batch; ``[optim]`` trains the embedding.
     """
 
-    experiment: str = "hetrom"
-    run_name: str | None = None
-    family: str = "gaussian_clusters"
-    ways: int = 5
-    shots: int = 1
-    queries: int = 15
-    tasks_per_batch: int = 20
-    noisy_fraction: float = 0.2
-    outlier_fraction: float = 0.2
-    noise_prob: float = 0.8
     rule: Literal["plain", "oracle", "sort", "dual", "lognormal"] = "sort"
     m: int = 8
     k: int = 20
@@ -414,51 +740,38 @@ class HeTRoMConfig(JobConfig):
     inner_lr: float = 0.5
     l2: float = 1e-3
     first_order: bool = False
-    hidden: tuple[int, ...] = (64, 64)
     embedding_dim: int = 32
     embedding_scale: float = 4.0
-    meta_lr: float = 1e-3
     steps: int = 1500
+    tasks_per_batch: int = 20
     test_tasks: int = 600
     test_batch: int = 50
-    num_workers: int = 1
     checkpoint_every: int = 100
-    max_failures: int = 0
-    storage_path: str = "runs"
-    store: str = "results"
-    timeout_minutes: float = 5.0
+    report_every: int = 100
+    data: HeTRoMData = dataclasses.field(default_factory=HeTRoMData)
 
     def problems(self) -> list[str]:
         """Cross-field checks (sizes, ranges, ranked range vs. batch size)."""
-        out = []
-        for name in (
-            "ways shots queries tasks_per_batch steps test_tasks test_batch "
-            "embedding_dim checkpoint_every"
-        ).split():
+        out = super().problems()
+        for name in "tasks_per_batch test_tasks test_batch embedding_dim".split():
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("inner_steps", "warmup_steps", "num_workers"):
+        for name in ("inner_steps", "warmup_steps"):
             if getattr(self, name) < 0:
                 out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
-        for name in ("inner_lr", "meta_lr", "threshold_lr", "embedding_scale"):
+        for name in ("inner_lr", "threshold_lr", "embedding_scale"):
             if not getattr(self, name) > 0:
                 out.append(f"{name}: must be > 0, got {getattr(self, name)}")
-        fracs = (self.noisy_fraction, self.outlier_fraction, self.noise_prob)
-        if min(fracs) < 0 or max(fracs) > 1 or sum(fracs[:2]) > 1:
-            out.append(
-                "noisy_fraction, outlier_fraction, noise_prob: each in [0, 1] and "
-                f"noisy + outlier <= 1; got {fracs}"
-            )
         if self.rule in ("sort", "dual") and not 0 <= self.m < self.k:
             out.append(f"m, k: need 0 <= m < k, got m={self.m}, k={self.k}")
         if self.rule in ("sort", "dual") and self.k > self.tasks_per_batch:
             out.append(
                 f"k: must be <= tasks_per_batch={self.tasks_per_batch}, got {self.k}"
             )
-        if self.tasks_per_batch % max(self.num_workers, 1):
+        if self.tasks_per_batch % max(self.scaling.num_workers, 1):
             out.append(
                 f"tasks_per_batch={self.tasks_per_batch} must be divisible by "
-                f"num_workers={self.num_workers}"
+                f"scaling.num_workers={self.scaling.num_workers}"
             )
         if self.test_tasks % self.test_batch:
             out.append(

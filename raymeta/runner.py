@@ -22,6 +22,7 @@ from raymeta.config import (
     HeTRoMConfig,
     JobConfig,
     SamaJobConfig,
+    TrainingConfig,
     TuneScaMLGPConfig,
     check_config,
 )
@@ -90,21 +91,30 @@ def with_overrides(
     if storage_path is not None:
         changes["storage_path"] = storage_path
     if run_name is not None:
-        if not hasattr(cfg, "run_name"):
+        if not isinstance(cfg, TrainingConfig):
             raise ConfigError(
                 f"--run-name does not apply to job {cfg.job!r}: a tuning run is named "
                 'by its experiment; set experiment = "..." in the config instead'
             )
         changes["run_name"] = run_name
     cfg = check_config(
-        dataclasses.replace(cfg, **changes), source="config with command-line overrides"
+        _replace_paths(cfg, changes), source="config with command-line overrides"
     )
+    paths = cfg.storage if isinstance(cfg, TrainingConfig) else cfg
     absolute = {
-        name: _absolute(getattr(cfg, name))
+        name: _absolute(getattr(paths, name))
         for name in ("store", "storage_path")
-        if getattr(cfg, name, None)
+        if getattr(paths, name, None)
     }
-    return dataclasses.replace(cfg, **absolute)  # type: ignore[arg-type]
+    return _replace_paths(cfg, absolute)
+
+
+def _replace_paths(cfg: JobConfig, changes: dict[str, Any]) -> JobConfig:
+    """Replace store / storage path / run name (in ``[storage]`` for training)."""
+    if isinstance(cfg, TrainingConfig):
+        storage = dataclasses.replace(cfg.storage, **changes)
+        return dataclasses.replace(cfg, storage=storage)
+    return dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
 
 
 def _absolute(path: str) -> str:
@@ -195,11 +205,8 @@ def run_job(
     connect_ray()
     if isinstance(cfg, TuneScaMLGPConfig):
         return _run_tune(cfg, _tune_progress(cfg, progress_file))
-    if isinstance(cfg, SamaJobConfig):
-        return _run_sama(cfg, cfg.run_name, _train_progress(cfg, progress_file))
-    if isinstance(cfg, HeTRoMConfig):
-        name = cfg.run_name or f"{cfg.experiment}-s{cfg.seed}"
-        return _run_hetrom(cfg, name, _train_progress(cfg, progress_file))
+    if isinstance(cfg, SamaJobConfig | HeTRoMConfig):
+        return _run_training(cfg, _train_progress(cfg, progress_file))
     raise ConfigError(f"job {cfg.job!r} has no runner")
 
 
@@ -277,49 +284,40 @@ def _run_tune(cfg: TuneScaMLGPConfig, callbacks: list[Any]) -> JobSummary:
     )
 
 
-def _run_sama(cfg: SamaJobConfig, run_name: str, callbacks: list[Any]) -> JobSummary:
+def _run_training(
+    cfg: SamaJobConfig | HeTRoMConfig, callbacks: list[Any]
+) -> JobSummary:
+    """Train (or resume) a SAMA / HeTRoM run; a finished one shows its summary."""
     from raymeta.results import ResultStore
-    from raymeta.training.sama_loop import (
-        fit_sama,
-        read_sama_summary,
-        summary_metrics,
-        write_sama_results,
-    )
+    from raymeta.training import fit, hetrom_summary, read_summary, summary_metrics
 
     store = ResultStore(cfg.store) if cfg.store else None
-    stored = read_sama_summary(store, cfg.experiment, run_name) if store else {}
+    prefix = f"{cfg.experiment}/{cfg.run_name}: "
+    stored = (
+        read_summary(store, cfg.experiment, cfg.run_name, step=cfg.steps)
+        if store
+        else {}
+    )
     if stored:  # finished earlier: say so instead of a zero-step "attempt"
-        text = f"{cfg.experiment}/{run_name}: already complete; stored summary: "
+        text = prefix + "already complete; stored summary: " + _figures_text(stored)
         return JobSummary(
-            cfg.job,
-            cfg.experiment,
-            stored,
-            text + _figures_text(stored),
-            {"already_complete": True},
+            cfg.job, cfg.experiment, stored, text, {"already_complete": True}
         )
-    summary = fit_sama(cfg, run_name=run_name, callbacks=callbacks).return_value
-    if store:
-        write_sama_results(store, cfg, summary, run_id=run_name)
-    figures = summary_metrics(summary)
-    prefix = f"{cfg.experiment}/{run_name}: "
-    if summary["samples_per_s"] is None:
+    summary = fit(cfg, callbacks=callbacks).return_value
+    if isinstance(cfg, HeTRoMConfig):
+        figures = hetrom_summary(
+            summary, store, run_id=cfg.run_name, after_step=cfg.warmup_steps
+        )
+    else:
+        figures = summary_metrics(summary)
+    if summary["restored_from_step"] == summary["steps"]:
         prefix += f"already trained to step {summary['steps']} (no step this attempt); "
+        figures.pop("samples_per_s", None)
     return JobSummary(cfg.job, cfg.experiment, figures, prefix + _figures_text(figures))
 
 
 def _figures_text(figures: dict[str, float]) -> str:
     return ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
-
-
-def _run_hetrom(cfg: HeTRoMConfig, run_name: str, callbacks: list[Any]) -> JobSummary:
-    from raymeta.results import ResultStore
-    from raymeta.training.hetrom_loop import fit_hetrom, hetrom_summary
-
-    out = fit_hetrom(cfg, run_name=run_name, callbacks=callbacks).return_value
-    store = ResultStore(cfg.store) if cfg.store else None
-    figures = hetrom_summary(out, store, run_id=run_name, after_step=cfg.warmup_steps)
-    text = f"{cfg.experiment}/{run_name}: " + _figures_text(figures)
-    return JobSummary(cfg.job, cfg.experiment, figures, text)
 
 
 def job_main(job: str, description: str, argv: Sequence[str] | None = None) -> int:

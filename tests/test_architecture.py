@@ -69,3 +69,31 @@ def test_importing_the_cores_does_not_load_ray() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((PACKAGE / "training").glob("*.py")),
+    ids=lambda p: p.name,
+)
+def test_training_modules_stay_small(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= 400, f"{path.name} has {lines} lines; split it (issue 13: <= ~400)"
+
+
+def test_no_test_imports_a_private_name_from_training() -> None:
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in tests.rglob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            module = getattr(node, "module", None) or ""
+            if isinstance(node, ast.ImportFrom) and module.startswith(
+                "raymeta.training"
+            ):
+                found += [
+                    f"{path.name}: {module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                ]
+    assert not found, found

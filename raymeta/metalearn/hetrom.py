@@ -239,6 +239,19 @@ def trimmed(m: int, tasks_per_batch: int) -> RankedRange:
     return RankedRange(m=m, k=tasks_per_batch)
 
 
+def _between(ranked: torch.Tensor, i: int) -> float:
+    """Midpoint of the ``i``-th and ``i+1``-th largest of descending ``ranked``."""
+    return 0.5 * (float(ranked[i - 1]) + float(ranked[i]))
+
+
+def _below(x: float) -> float:
+    return x - 1e-9 * max(1.0, abs(x))
+
+
+def _above(x: float) -> float:
+    return x + 1e-9 * max(1.0, abs(x))
+
+
 @dataclasses.dataclass
 class DualThresholds:
     """Two-scalar streaming form: band ``(lam, lam + lam_hat)`` tracked by SGD.
@@ -269,12 +282,18 @@ class DualThresholds:
             raise SelectionError(f"threshold lr must be > 0, got {self.lr}")
 
     def _initialise(self, losses: torch.Tensor) -> None:
-        ranked = torch.sort(losses, descending=True).values
+        """Thresholds between ranked losses, so the first band holds k - m tasks.
+
+        Both comparisons are strict (``lam < loss < lam + lam_hat``), so each
+        threshold sits halfway between the last kept and the first dropped loss
+        (below the smallest / above the largest when nothing is dropped there).
+        """
+        ranked = torch.sort(losses, descending=True).values.double()
         b = len(ranked)
         kb = min(b, max(1, round(b * self.k / self.n)))
         mb = round(b * self.m / self.n)
-        self.lam = float(ranked[kb - 1]) if kb < b else float(ranked[-1]) - 1e-12
-        top = float(ranked[mb - 1]) if mb else float(ranked[0]) + 1e-12
+        self.lam = _between(ranked, kb) if kb < b else _below(float(ranked[-1]))
+        top = _between(ranked, mb) if mb else _above(float(ranked[0]))
         self.lam_hat = top - self.lam
 
     def select(
@@ -638,5 +657,5 @@ def evaluate_episodic(
             z = model(x.reshape(-1, x.shape[-1])).reshape(t, x.shape[1], -1)
         out = head.predict(z[:, :s], batch.support_y, z[:, s:])
         values.append(task_metric(out.detach(), batch.query_y, head.problem))
-    v = torch.cat(values).double().numpy()
+    v = torch.cat(values).double().cpu().numpy()
     return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))

@@ -22,7 +22,7 @@ Safeguards the design notes call for, all on by default:
   running statistics) is restored too; the global RNG state is left unchanged.
 
 Everything here is local to one process; a distributed loop averages the returned
-meta-gradient once across ranks (see ``raymeta.training.sama_loop``).
+meta-gradient once across ranks (see ``raymeta.training.sama_program``).
 
 Example:
     >>> import torch
@@ -119,10 +119,17 @@ def optimizer_adaptation(
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.Tensor],
     last_grads: Sequence[torch.Tensor | None] | None = None,
+    *,
+    optimizer_steps: int | None = None,
 ) -> list[torch.Tensor]:
     """Diagonal D = ∂u/∂g of the optimizer's last update, one tensor per parameter.
 
-    SGD with momentum μ and dampening τ: D = η(1−τ) (η(1 + μ(1−τ)) with Nesterov).
+    SGD with momentum μ and dampening τ: D = η(1−τ) (η(1 + μ(1−τ)) with Nesterov),
+    except on the first step, where torch starts the momentum buffer at the gradient
+    itself (undampened): D = η (η(1 + μ) with Nesterov). ``optimizer_steps`` (the
+    number of ``step()`` calls so far) tells the first step apart; without it, a
+    momentum buffer bit-equal to the gradient marks the first step when there is no
+    weight decay (with weight decay and dampening, pass ``optimizer_steps``).
     Adam/AdamW at step t (bias-corrected, as ``torch.optim.Adam``), with post-step
     moments m, s, c1 = 1−β1ᵗ, c2 = 1−β2ᵗ and q = √(s/c2)::
 
@@ -136,6 +143,7 @@ def optimizer_adaptation(
         optimizer: The base optimizer, after at least one ``step()``.
         params: The base parameters (each must belong to ``optimizer``).
         last_grads: Gradients of the last step; default ``p.grad`` of each parameter.
+        optimizer_steps: ``step()`` calls so far (only SGD with momentum reads it).
 
     Returns:
         ``[D_i]`` with ``D_i.shape == params[i].shape`` (scalar-valued for SGD).
@@ -143,7 +151,7 @@ def optimizer_adaptation(
     Raises:
         TrainingSetupError: Unsupported optimizer, or Adam before its first step.
     """
-    diagonals = _iter_diagonals(optimizer, params, last_grads)
+    diagonals = _iter_diagonals(optimizer, params, last_grads, optimizer_steps)
     return [
         torch.full_like(p, d) if isinstance(d, float) else d
         for p, d in zip(params, diagonals)
@@ -154,6 +162,7 @@ def _iter_diagonals(
     optimizer: torch.optim.Optimizer,
     params: Sequence[torch.Tensor],
     last_grads: Sequence[torch.Tensor | None] | None,
+    optimizer_steps: int | None = None,
 ) -> Iterator[torch.Tensor | float]:
     """Yield D per parameter (a float for SGD), one at a time to bound memory."""
     check_optimizer_supported(optimizer)
@@ -169,11 +178,31 @@ def _iter_diagonals(
         if isinstance(optimizer, torch.optim.Adam):
             yield _adam_diagonal(optimizer.state.get(p, {}), group, p, g)
         else:
-            yield _sgd_scale(group)
+            first = _sgd_first_step(
+                optimizer.state.get(p, {}), group, g, optimizer_steps
+            )
+            yield _sgd_scale(group, first_step=first)
 
 
-def _sgd_scale(group: dict[str, Any]) -> float:
+def _sgd_first_step(
+    state: dict[str, Any],
+    group: dict[str, Any],
+    grad: torch.Tensor | None,
+    optimizer_steps: int | None,
+) -> bool:
+    """Whether the SGD update just taken was the buffer's first (undampened) one."""
+    if optimizer_steps is not None:
+        return optimizer_steps <= 1
+    buf = state.get("momentum_buffer")
+    if buf is None or grad is None or group["weight_decay"]:
+        return False
+    return bool(torch.equal(buf, grad))
+
+
+def _sgd_scale(group: dict[str, Any], *, first_step: bool = False) -> float:
     lr, mu, damp = float(group["lr"]), group["momentum"], group["dampening"]
+    if mu and first_step:  # torch: buf = g on the first step, never dampened
+        damp = 0.0
     if group.get("nesterov", False):
         return lr * (1.0 + mu * (1.0 - damp))
     return lr * (1.0 - damp) if mu else lr
@@ -339,6 +368,7 @@ def sama_hypergradient(
     adaptation: Adaptation = "auto",
     cache_stop_grad: bool = True,
     last_grads: Sequence[torch.Tensor | None] | None = None,
+    optimizer_steps: int | None = None,
 ) -> SamaResult:
     """The SAMA meta-gradient h ≈ dL_meta/dλ at the current θ (one process).
 
@@ -353,6 +383,8 @@ def sama_hypergradient(
         adaptation: "auto" picks D from the optimizer; "none" uses D = I (SAMA-NA).
         cache_stop_grad: Reuse stop-gradient inputs evaluated at θ (recommended).
         last_grads: Gradients of the last base step; default the parameters' .grad.
+        optimizer_steps: Base ``step()`` calls so far (SGD's first momentum step
+            is undampened; see :func:`optimizer_adaptation`).
 
     Returns:
         A :class:`SamaResult`; ``grads`` align with ``trainable_parameters(meta)``.
@@ -375,7 +407,8 @@ def sama_hypergradient(
     _copy_(buffers, buffers0)
     direction = v  # p = D ⊙ v, formed in place one parameter at a time
     if adaptation == "auto":
-        for vi, d in zip(v, _iter_diagonals(optimizer, params, last_grads)):
+        diagonals = _iter_diagonals(optimizer, params, last_grads, optimizer_steps)
+        for vi, d in zip(v, diagonals):
             vi.mul_(d)
     product, eps = finite_difference_mixed_product(
         problem,

@@ -248,6 +248,14 @@ class EpisodeBatch:
         """Number of tasks."""
         return int(self.task_index.shape[0])
 
+    def to(self, device: torch.device | str) -> EpisodeBatch:
+        """The batch with its examples and labels on ``device`` (indices stay)."""
+        moved = {
+            name: getattr(self, name).to(device)
+            for name in ("support_x", "support_y", "query_x", "query_y")
+        }
+        return dataclasses.replace(self, **moved)
+
 
 def sample_episode(
     data: LabelledData,

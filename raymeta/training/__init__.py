@@ -1,8 +1,12 @@
-"""Ray Train adapter: per-worker loops for SAMA and HeTRoM on TorchTrainer.
+"""Ray Train adapter: SAMA and HeTRoM as programs on one worker skeleton.
 
-Shared, method-agnostic parts: complete-state checkpoints
-(:mod:`~raymeta.training.checkpointing`), flattened collectives with a counter
-(:mod:`~raymeta.training.collectives`) and :func:`build_trainer`.
+:func:`fit` trains either method from its config; :mod:`~raymeta.training.skeleton`
+owns the step loop, restore, reports, checkpoints, rank checks and keyed result
+writes; the methods are :class:`~raymeta.training.sama_program.SamaProgram` and
+:class:`~raymeta.training.hetrom_program.HeTRoMProgram`. Shared, method-agnostic
+parts: complete-state checkpoints (:mod:`~raymeta.training.checkpointing`),
+flattened collectives with a counter (:mod:`~raymeta.training.collectives`) and
+:func:`build_trainer`.
 """
 
 from raymeta.training.checkpointing import (
@@ -24,21 +28,18 @@ from raymeta.training.collectives import (
     broadcast_,
     tensor_checksum,
 )
-from raymeta.training.hetrom_loop import (
+from raymeta.training.fit import fit, preflight
+from raymeta.training.hetrom_program import (
     HeTRoMComponents,
     build_hetrom_components,
-    fit_hetrom,
-    hetrom_summary,
-    hetrom_train_loop,
     train_hetrom_in_process,
 )
-from raymeta.training.sama_loop import (
-    fit_sama,
-    preflight,
-    sama_train_loop,
+from raymeta.training.results import (
+    hetrom_summary,
+    read_summary,
     summary_metrics,
-    write_sama_results,
 )
+from raymeta.training.skeleton import WorkerContext, WorkerProgram, run_program
 from raymeta.training.trainer import (
     build_trainer,
     fit_trainer,
@@ -51,6 +52,8 @@ __all__ = [
     "CollectiveCounter",
     "HeTRoMComponents",
     "TrainingState",
+    "WorkerContext",
+    "WorkerProgram",
     "all_gather_flat",
     "all_reduce_mean_",
     "assert_identical_across_ranks",
@@ -58,23 +61,21 @@ __all__ = [
     "build_hetrom_components",
     "build_trainer",
     "checkpoint_dir_name",
-    "fit_hetrom",
-    "fit_sama",
+    "fit",
     "fit_trainer",
     "hetrom_summary",
-    "hetrom_train_loop",
     "load_checkpoint",
     "newest_checkpoint",
     "preflight",
+    "read_summary",
     "report_checkpoint",
     "report_metrics",
     "restore_from_ray",
+    "run_program",
     "run_trainer",
-    "sama_train_loop",
     "save_checkpoint",
     "summary_metrics",
     "tensor_checksum",
     "train_hetrom_in_process",
     "training_failed_error",
-    "write_sama_results",
 ]

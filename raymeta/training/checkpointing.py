@@ -48,6 +48,7 @@ __all__ = [
     "report_metrics",
     "restore_from_ray",
     "save_checkpoint",
+    "state_dict_checksum",
 ]
 
 SHARED_FILE = "shared.pt"
@@ -282,3 +283,15 @@ def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()
     }
+
+
+def state_dict_checksum(modules: dict[str, torch.nn.Module]) -> int:
+    """63-bit checksum of the state dicts of ``modules`` (by name, then key)."""
+    from raymeta.training.collectives import tensor_checksum
+
+    tensors = [
+        t
+        for name in sorted(modules)
+        for _, t in sorted(modules[name].state_dict().items())
+    ]
+    return tensor_checksum(tensors)

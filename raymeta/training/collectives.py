@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -38,6 +39,7 @@ __all__ = [
     "COUNTER",
     "CollectiveCounter",
     "all_gather_flat",
+    "all_gather_objects",
     "all_reduce_mean_",
     "assert_identical_across_ranks",
     "broadcast_",
@@ -153,17 +155,21 @@ def all_gather_flat(values: torch.Tensor, *, tag: str = "all_gather") -> torch.T
     values = values.detach().reshape(-1)
     if not is_distributed():
         return values.unsqueeze(0).clone()
+    home = values.device
+    if dist.get_backend() == "nccl":  # nccl gathers CUDA tensors only
+        values = values.to(torch.device("cuda", torch.cuda.current_device()))
     out = [torch.empty_like(values) for _ in range(dist.get_world_size())]
     dist.all_gather(out, values)
     COUNTER.add(tag)
-    return torch.stack(out)
+    return torch.stack(out).to(home)
 
 
 def tensor_checksum(tensors: Sequence[torch.Tensor]) -> int:
     """A 63-bit checksum of the exact bytes of ``tensors`` (order-sensitive)."""
     digest = hashlib.blake2b(digest_size=8)
     for t in tensors:
-        digest.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+        digest.update(raw.numpy().tobytes())
     return int.from_bytes(digest.digest(), "little") >> 1
 
 
@@ -193,3 +199,16 @@ def assert_identical_across_ranks(
             "adding and subtracting perturbations, and apply identical updates"
         )
     return local
+
+
+def all_gather_objects(value: Any, *, tag: str = "all_gather_objects") -> list[Any]:
+    """Gather one picklable object per rank (rank order); ``[value]`` without a group.
+
+    For small, once-per-run results (e.g. per-shard example weights), not per step.
+    """
+    if not is_distributed():
+        return [value]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    COUNTER.add(tag)
+    return out

@@ -69,6 +69,8 @@ def build_trainer(
     backend: str | None = None,
     placement_strategy: str = "PACK",
     callbacks: Sequence[Any] = (),
+    datasets: dict[str, Any] | None = None,
+    split_datasets: Sequence[str] = ("train",),
 ) -> TorchTrainer:
     """Create a ``TorchTrainer`` running ``train_loop(loop_config)`` on each worker.
 
@@ -89,6 +91,10 @@ def build_trainer(
             "STRICT_PACK", "STRICT_SPREAD").
         callbacks: ``ray.train.UserCallback`` objects, run in the Train controller
             (e.g. :class:`raymeta.progress.TrainProgress`).
+        datasets: Ray Datasets by name; workers read them with
+            ``ray.train.get_dataset_shard(name)``.
+        split_datasets: Names of ``datasets`` split across workers (the others are
+            read whole by every worker).
 
     Returns:
         A configured ``TorchTrainer``; call ``fit()`` on it.
@@ -112,9 +118,17 @@ def build_trainer(
     resources = {"CPU": cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1
+    data_options: dict[str, Any] = {}
+    if datasets:
+        split = [name for name in split_datasets if name in datasets]
+        data_options = {
+            "datasets": datasets,
+            "dataset_config": _whole_splits_config(split),
+        }
     return TorchTrainer(
         train_loop,
         train_loop_config=loop_config,
+        **data_options,
         torch_config=TorchConfig(
             backend=backend,
             timeout_s=math.ceil(timeout_minutes * 60),
@@ -133,6 +147,38 @@ def build_trainer(
             callbacks=list(callbacks),
         ),
     )
+
+
+def _whole_splits_config(split: list[str]) -> Any:
+    """A ``DataConfig`` whose split datasets keep every row.
+
+    Ray Train's own splits with ``streaming_split(equal=True)``, which drops up to
+    ``world_size - 1`` rows so that shards are equally long; a method that samples
+    from its shard (SAMA) needs no equal lengths, and a dropped example would be
+    missing from the per-example results. The others are read whole by each worker.
+    """
+    from ray.train import DataConfig
+
+    class WholeSplits(DataConfig):
+        def configure(  # type: ignore[override]
+            self, datasets, world_size, worker_handles, worker_node_ids, **kwargs
+        ):
+            rest = {k: v for k, v in datasets.items() if k not in split}
+            output = super().configure(
+                rest, world_size, worker_handles, worker_node_ids, **kwargs
+            )
+            hints = worker_node_ids if self._enable_shard_locality else None
+            for name in (n for n in split if n in datasets):  # V2: one at a time
+                ds = datasets[name].copy(datasets[name])
+                ds.context.execution_options = self._resolve_execution_options(name)
+                shards = ds.streaming_split(
+                    world_size, equal=False, locality_hints=hints
+                )
+                for i, shard in enumerate(shards):
+                    output[i][name] = shard
+            return output
+
+    return WholeSplits(datasets_to_split=split)
 
 
 def fit_trainer(

@@ -5,7 +5,6 @@ Prints one JSON line with what ran where, so the test can assert on it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,11 +12,11 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from raymeta.config import load_config
+from raymeta.config import load_config, override
 from raymeta.results import ResultStore
 from raymeta.search.fitting import fit_meta_tasks
 from raymeta.tasks.bo import FAMILIES, draw_study
-from raymeta.training.sama_loop import fit_sama, write_sama_results
+from raymeta.training import fit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,16 +30,16 @@ def main(workdir: str) -> None:
     ray.init(address=cluster.address)
     try:
         store = ResultStore(Path(workdir, "shared-store"))
-        cfg = dataclasses.replace(
-            load_config(ROOT / "jobs/configs/sama_tiny.toml"),
-            num_workers=2,
-            placement_strategy="STRICT_SPREAD",
-            storage_path=str(Path(workdir, "shared-runs")),
-            store=str(store.root),
-        )
-        result = fit_sama(cfg, run_name="multinode")
-        summary = result.return_value
-        write_sama_results(store, cfg, summary, run_id="multinode")
+        spread = {
+            "scaling.num_workers": 2,
+            "scaling.placement_strategy": "STRICT_SPREAD",
+            "storage.storage_path": str(Path(workdir, "shared-runs")),
+            "storage.store": str(store.root),
+        }
+        sama = override(load_config(ROOT / "jobs/configs/sama_tiny.toml"), spread)
+        summary = fit(sama, run_name="multinode").return_value
+        hetrom = override(load_config(ROOT / "jobs/configs/hetrom_tiny.toml"), spread)
+        hetrom_out = fit(hetrom, run_name="multinode-hetrom").return_value
 
         study = draw_study(FAMILIES["branin"], seed=0, num_meta=4, n_meta=8)
         states = fit_meta_tasks(study.meta_tasks, seed=0, num_workers=2, store=store)
@@ -49,6 +48,8 @@ def main(workdir: str) -> None:
                 {
                     "nodes": len(ray.nodes()),
                     "train_nodes": sorted(set(summary["node_ids"])),
+                    "hetrom_nodes": sorted(set(hetrom_out["node_ids"])),
+                    "task_rows": store.read("task_stats").num_rows,
                     "fitted": len(states),
                     "meta_rows": store.read("meta_tasks").num_rows,
                     "weight_rows": store.read("data_weights").num_rows,

@@ -8,49 +8,48 @@ bit-identical on all ranks (the run would fail otherwise).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from raymeta.config import load_config
+from raymeta.config import load_config, override
 from raymeta.results import ResultStore
-from raymeta.training.hetrom_loop import fit_hetrom
+from raymeta.training import fit
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 TINY = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "hetrom_tiny.toml"
 
 
-def tiny_config(tmp: Path, **changes):
-    cfg = load_config(TINY)
-    return dataclasses.replace(
-        cfg,
-        storage_path=str(tmp / "runs"),
-        store=str(tmp / "store"),
-        timeout_minutes=2.0,
-        **changes,
-    )
+def tiny_config(tmp: Path, num_workers: int, max_failures: int = 0):
+    changes = {
+        "storage.storage_path": str(tmp / "runs"),
+        "storage.store": str(tmp / "store"),
+        "scaling.timeout_minutes": 2.0,
+        "scaling.num_workers": num_workers,
+        "scaling.max_failures": max_failures,
+    }
+    return override(load_config(TINY), changes)
 
 
 @pytest.fixture(scope="module")
 def reference(ray_local, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hetrom-ref")
-    result = fit_hetrom(tiny_config(tmp, num_workers=2), run_name="ref2")
+    result = fit(tiny_config(tmp, num_workers=2), run_name="ref2")
     assert result.error is None
     return result.return_value
 
 
 def test_one_and_two_workers_select_and_step_identically(reference, tmp_path):
-    result = fit_hetrom(tiny_config(tmp_path, num_workers=1), run_name="one")
+    result = fit(tiny_config(tmp_path, num_workers=1), run_name="one")
     one, two = result.return_value, reference
-    assert len(one["history"]) == len(two["history"]) == 6
-    for a, b in zip(one["history"], two["history"]):
+    assert len(one["episodes"]) == len(two["episodes"]) == 6
+    for a, b in zip(one["episodes"], two["episodes"]):
         assert a["selected"] == b["selected"], a["step"]
         np.testing.assert_allclose(a["losses"], b["losses"], atol=1e-5)
     # selection is not trivial after the 2 warm-up steps
-    assert any(len(h["selected"]) < 8 for h in two["history"][2:])
+    assert any(len(h["selected"]) < 8 for h in two["episodes"][2:])
     np.testing.assert_allclose(one["last_grad"], two["last_grad"], atol=1e-5)
     np.testing.assert_allclose(one["params"], two["params"], atol=1e-5)
     for name in ("lam", "lam_hat"):
@@ -64,14 +63,13 @@ def test_killed_worker_resumes_from_checkpoint_with_the_same_result(
 ):
     marker = tmp_path / "failed-once"
     cfg = tiny_config(tmp_path, num_workers=2, max_failures=1)
-    result = fit_hetrom(
-        cfg, run_name="faulty", hooks={"fail_at_step": 3, "fail_marker": str(marker)}
-    )
+    hooks = {"fail_once_at_step": 3, "fail_mode": "raise", "fail_marker": str(marker)}
+    result = fit(cfg, run_name="faulty", hooks=hooks)
     assert result.error is None and marker.exists()
     out = result.return_value
     assert out["attempt"] == 2 and out["restored_from_step"] == 2
-    assert [h["step"] for h in out["history"]] == [2, 3, 4, 5]
-    for a, b in zip(out["history"], reference["history"][2:]):
+    assert [h["step"] for h in out["episodes"]] == [3, 4, 5, 6]
+    for a, b in zip(out["episodes"], reference["episodes"][2:]):
         assert a["selected"] == b["selected"] and a["losses"] == b["losses"]
     assert out["params"] == reference["params"]  # bit-identical after resuming
     assert out["objective_state"] == reference["objective_state"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from raymeta.config import load_config
+from raymeta.config import load_config, override
 from raymeta.results import ResultStore
 from raymeta.runner import run_job, with_overrides
 
@@ -35,7 +34,7 @@ def test_rerunning_a_finished_sama_run_shows_the_stored_summary(tmp_path, ray_lo
 def test_rerun_without_a_store_says_no_step_ran(tmp_path, ray_local):
     # One real Train worker: local mode (num_workers=0) does not resume.
     cfg = with_overrides(
-        dataclasses.replace(load_config(CONFIGS / "sama_tiny.toml"), num_workers=1),
+        override(load_config(CONFIGS / "sama_tiny.toml"), {"scaling.num_workers": 1}),
         storage_path=str(tmp_path / "runs"),
     )
     run_job(cfg)

@@ -44,5 +44,7 @@ def test_sama_workers_and_meta_fits_spread_over_two_nodes(tmp_path):
     assert len(out["train_nodes"]) == 2, (
         "the two SAMA workers should sit on different nodes"
     )
+    assert len(out["hetrom_nodes"]) == 2, "HeTRoM workers on different nodes"
+    assert out["task_rows"] == 6 * 8  # 6 steps x 8 tasks, written by rank 0
     assert out["fitted"] == 4 and out["meta_rows"] == 4
     assert out["weight_rows"] > 0

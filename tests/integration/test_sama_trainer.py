@@ -17,30 +17,25 @@ from pathlib import Path
 import pytest
 import torch
 
+from raymeta.config import parse_config
 from raymeta.errors import TrainingFailedError
+from raymeta.metalearn.models import build_mlp
 from raymeta.metalearn.reweighting import MetaWeightNet, ReweightingProblem
 from raymeta.metalearn.sama import sama_hypergradient
-from raymeta.training.checkpointing import load_checkpoint, newest_checkpoint
-from raymeta.training.sama_loop import (
-    _build_run,
-    build_mlp,
-    fit_sama,
-    sama_train_loop,
+from raymeta.training import fit as fit_run
+from raymeta.training.checkpointing import (
+    load_checkpoint,
+    newest_checkpoint,
     state_dict_checksum,
 )
-from raymeta.training.trainer import build_trainer
+from raymeta.training.sama_program import SamaProgram
+from raymeta.training.skeleton import WorkerContext
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 CONFIG = dict(
     job="sama",
     seed=3,
-    dataset="blobs",
-    noise_rate=0.3,
-    hidden=(),
-    dtype="float64",
-    base_optimizer="adam",
-    base_lr=0.05,
     meta_lr=0.01,
     meta_hidden=8,
     radius=1e-3,
@@ -52,20 +47,32 @@ CONFIG = dict(
     report_every=10,
     checkpoint_every=10,
     check_every=1,
+    data={"dataset": "blobs", "noise_rate": 0.3},
+    model={"hidden": [], "dtype": "float64"},
+    optim={"name": "adam", "lr": 0.05},
 )
 
 
-def fit(tmp_path, name, max_failures=0, timeout_minutes=2.0, **hooks):
-    trainer = build_trainer(
-        sama_train_loop,
-        {**CONFIG, **hooks},
-        run_name=name,
-        storage_path=tmp_path / "runs",
-        num_workers=2,
-        max_failures=max_failures,
-        timeout_minutes=timeout_minutes,
+def config(tmp_path, name="run", *, steps=60, max_failures=0, timeout_minutes=2.0):
+    return parse_config(
+        {
+            **CONFIG,
+            "steps": steps,
+            "scaling": {
+                "num_workers": 2,
+                "max_failures": max_failures,
+                "timeout_minutes": timeout_minutes,
+            },
+            "storage": {"run_name": name, "storage_path": str(tmp_path / "runs")},
+        }
     )
-    return trainer.fit()
+
+
+def fit(tmp_path, name, max_failures=0, timeout_minutes=2.0, **hooks):
+    cfg = config(
+        tmp_path, name, max_failures=max_failures, timeout_minutes=timeout_minutes
+    )
+    return fit_run(cfg, hooks=hooks)
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +102,7 @@ def test_ddp_meta_gradient_is_the_mean_of_per_rank_sama(reference):
         model.load_state_dict(dump["model"])
         mwn = MetaWeightNet(8, dtype=torch.float64)
         mwn.load_state_dict(dump["meta"])
-        opt = torch.optim.Adam(model.parameters(), lr=CONFIG["base_lr"])
+        opt = torch.optim.Adam(model.parameters(), lr=CONFIG["optim"]["lr"])
         opt.load_state_dict(dump["opt"])
         for p, g in zip(model.parameters(), dump["last_grads"]):
             p.grad = g
@@ -150,21 +157,11 @@ def test_worker_failure_resumes_from_checkpoint_and_matches_reference(
 
 
 def test_failure_budget_exhausted_raises_naming_the_restore_path(ray_local, tmp_path):
-    from raymeta.config import parse_config
-
-    cfg = parse_config(
-        {
-            **CONFIG,
-            "storage_path": str(tmp_path / "runs"),
-            "num_workers": 2,
-            "max_failures": 1,
-            "timeout_minutes": 2,
-        }
-    )
+    cfg = config(tmp_path, "budget", max_failures=1)
     marker = tmp_path / "failures"
     hooks = dict(fail_at_steps=[20, 40], fail_rank=1, fail_marker=str(marker))
     with pytest.raises(TrainingFailedError, match="restore path") as err:
-        fit_sama(cfg, run_name="budget", hooks=hooks)
+        fit_run(cfg, hooks=hooks)
     raised_at = time.time()
     # both failures really happened, and fit() returned soon after the second
     assert marker.read_text().splitlines() == [
@@ -177,9 +174,8 @@ def test_failure_budget_exhausted_raises_naming_the_restore_path(ray_local, tmp_
     assert newest is not None and newest.name == "checkpoint_step000000040"
     assert str(newest) in str(err.value) and "max_failures=1" in str(err.value)
 
-    run = _build_run(
-        cfg, {}, rank=0, world=1, device=torch.device("cpu"), wrap=lambda m: m
-    )
+    ctx = WorkerContext(cfg, 0, 1, torch.device("cpu"), {}, {}, in_ray=False)
+    run = SamaProgram(ctx)
     fresh = state_dict_checksum(run.state.modules)
     assert load_checkpoint(run.state, newest, rank=0) == 40
     saved = run.state.extra["state_checksum"]
@@ -189,33 +185,36 @@ def test_failure_budget_exhausted_raises_naming_the_restore_path(ray_local, tmp_
 
 
 def test_rerun_with_same_name_resumes_and_results_reach_the_store(ray_local, tmp_path):
-    import dataclasses
-
-    from raymeta.config import load_config
+    from raymeta.config import load_config, override
     from raymeta.results import ResultStore
-    from raymeta.training.sama_loop import fit_sama, write_sama_results
 
-    cfg = dataclasses.replace(
+    cfg = override(
         load_config("jobs/configs/sama_tiny.toml"),
-        storage_path=str(tmp_path / "runs"),
-        num_workers=1,  # Ray's local mode (0 workers) keeps checkpoints in memory only
+        {
+            "storage.storage_path": str(tmp_path / "runs"),
+            "storage.store": str(tmp_path / "store"),
+            "storage.run_name": "tiny",
+            # Ray's local mode (0 workers) keeps checkpoints in memory only
+            "scaling.num_workers": 1,
+        },
     )
-    first = fit_sama(cfg, run_name="tiny").return_value
+    first = fit_run(cfg).return_value
     assert (first["steps"], first["attempt"]) == (20, 1)
-    longer = dataclasses.replace(cfg, steps=30)
-    second = fit_sama(longer, run_name="tiny").return_value
+    longer = override(cfg, {"steps": 30})
+    second = fit_run(longer).return_value
     assert second["restored_from_step"] == 20 and second["attempt"] == 2
     assert second["steps"] == 30
 
     store = ResultStore(str(tmp_path / "store"))
-    write_sama_results(store, longer, second, run_id="tiny")
-    write_sama_results(store, longer, second, run_id="tiny")  # idempotent retry
     weights = store.to_pandas("data_weights")
-    assert len(weights) == 128
-    assert weights["is_noisy"].tolist() == list(second["is_noisy"])
+    # written by rank 0 at the end of each finished run, keyed by its final step
+    assert weights.groupby("step").size().to_dict() == {20: 128, 30: 128}
+    last = weights[weights["step"] == 30].sort_values("example_id")
+    assert last["is_noisy"].tolist() == list(second["is_noisy"])
     metrics = store.to_pandas("metrics")
-    final = metrics[metrics["name"] == "summary/test_acc"]
-    assert final["value"].tolist() == [second["test_acc"]]
+    final = metrics[metrics["name"] == "summary/test_acc"].sort_values("step")
+    assert final["step"].tolist() == [20, 30]
+    assert final["value"].tolist() == [first["test_acc"], second["test_acc"]]
 
 
 # C3 (hang instead of crash). Rank 1 sends itself SIGSTOP right before the
@@ -299,23 +298,12 @@ def test_stopped_worker_times_out_restarts_and_matches_reference(reference, tmp_
 
 
 def test_stopped_worker_without_restarts_fails_instead_of_hanging(ray_local, tmp_path):
-    from raymeta.config import parse_config
-
-    cfg = parse_config(
-        {
-            **CONFIG,
-            "steps": 20,
-            "storage_path": str(tmp_path / "runs"),
-            "num_workers": 2,
-            "max_failures": 0,
-            "timeout_minutes": 0.5,
-        }
-    )
+    cfg = config(tmp_path, "stopped", steps=20, timeout_minutes=0.5)
     marker = tmp_path / "stopped"
     hooks = dict(stop_at_step=12, fail_rank=1, fail_marker=str(marker))
     try:
         with pytest.raises(TrainingFailedError, match="max_failures=0") as err:
-            fit_sama(cfg, run_name="stopped", hooks=hooks)
+            fit_run(cfg, hooks=hooks)
         hang_s = time.time() - marker.stat().st_mtime
         print(f"SIGSTOP -> TrainingFailedError: {hang_s:.1f} s")
         assert hang_s < HANG_LIMIT_S

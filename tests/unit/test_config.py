@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -104,7 +105,8 @@ def _toml(tmp_path, text: str):
     ],
 )
 def test_validate_refuses_names_that_escape(tmp_path, job, key, value):
-    path = _toml(tmp_path, f'job = "{job}"\n{key} = "{value}"\n')
+    section = "" if job == "tune_scamlgp" else "[storage]\n"
+    path = _toml(tmp_path, f'job = "{job}"\n{section}{key} = "{value}"\n')
     with pytest.raises(ConfigError, match=r"name '.*' is not allowed"):
         load_config(path)
 
@@ -138,11 +140,12 @@ def test_run_name_is_refused_for_a_tuning_job():
 def test_a_config_built_in_code_is_checked_by_the_library_before_training():
     import dataclasses
 
-    from raymeta.training.sama_loop import preflight
+    from raymeta.training import preflight
 
-    cfg = dataclasses.replace(load_config(SAMA_TINY), experiment="../escaped")
+    cfg = load_config(SAMA_TINY)
+    storage = dataclasses.replace(cfg.storage, experiment="../escaped")
     with pytest.raises(ConfigError, match="experiment name '../escaped'"):
-        preflight(cfg)
+        preflight(dataclasses.replace(cfg, storage=storage))
 
 
 def test_non_utf8_config_names_the_file_and_the_byte_offset(tmp_path):
@@ -175,3 +178,52 @@ def test_tune_config_rejects_an_unknown_acquisition(tmp_path):
     path = _toml(tmp_path, 'job = "tune_scamlgp"\nacquisition = "bogus"\n')
     with pytest.raises(ConfigError, match="acquisition: expected one of"):
         load_config(path)
+
+
+def test_an_old_flat_training_config_gets_one_error_showing_the_new_shape(tmp_path):
+    path = _toml(
+        tmp_path,
+        'job = "sama"\nsteps = 5\ndataset = "blobs"\nbase_lr = 0.1\n'
+        'num_workers = 2\nrun_name = "r"\nhidden = []\n',
+    )
+    with pytest.raises(ConfigError, match="1 problem") as err:
+        load_config(path)
+    text = str(err.value)
+    assert "belong in sections now" in text
+    for line in ("steps = 5", "[data]", 'dataset = "blobs"', "[optim]", "lr = 0.1"):
+        assert line in text
+    assert "[scaling]\n    num_workers = 2" in text
+    assert '[storage]\n    run_name = "r"' in text
+    # the shown shape is itself a valid config
+    shown = text.split("new shape:\n", 1)[1]
+    fixed = _toml(tmp_path, "\n".join(s.strip() for s in shown.splitlines()))
+    assert load_config(fixed).optim.lr == 0.1
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[optim]\nname = "rmsprop"', "optim.name: expected one of ['sgd', 'adam'"),
+        ("[scaling]\nnum_workrs = 2", "did you mean 'num_workers'"),
+        ("[model]\nfactory = 'resnet'", "model.factory: expected one of"),
+        ('[model]\nprecision = "bf16"\ndtype = "float64"', "bf16 autocast needs"),
+        ("[optim]\nnesterov = true\ndampening = 0.5", "optim.nesterov: needs"),
+        ('[data]\nkwargs = "x"', "data.kwargs: expected a table"),
+    ],
+)
+def test_section_problems_are_named_with_their_section(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(_toml(tmp_path, f'job = "sama"\n{text}\n'))
+
+
+def test_override_reaches_into_sections_and_rechecks():
+    from raymeta.config import override
+
+    cfg = load_config(SAMA_TINY)
+    out = override(cfg, {"steps": 3, "scaling.num_workers": 2, "optim.lr": 0.5})
+    assert (out.steps, out.scaling.num_workers, out.optim.lr) == (3, 2, 0.5)
+    assert out.data == cfg.data and cfg.scaling.num_workers == 0
+    with pytest.raises(ConfigError, match="unknown keys"):
+        override(cfg, {"scalng.num_workers": 2})
+    with pytest.raises(ConfigError, match="optim.lr: must be > 0"):
+        override(cfg, {"optim.lr": -1.0})

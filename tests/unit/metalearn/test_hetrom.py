@@ -155,10 +155,13 @@ def test_streaming_thresholds_track_the_quantiles_of_a_stationary_stream() -> No
 def test_dual_selects_inside_the_band_and_round_trips_its_state() -> None:
     rule = DualThresholds(m=1, k=3, n=4, lr=0.1)
     sel = rule.select(torch.tensor([4.0, 1.0, 3.0, 2.0]), torch.arange(4))
-    # initialised from this batch: lam = l_[3] = 2, lam + lam_hat = l_[1] = 4
-    assert sel.threshold_lower == 2.0 and sel.threshold_upper == 4.0
-    assert sel.selected.tolist() == [False, False, True, False]
+    # initialised from this batch between ranked losses: lam halfway between
+    # l_[3] = 2 and l_[4] = 1, lam + lam_hat halfway between l_[1] = 4 and l_[2] = 3,
+    # so the first band keeps k - m = 2 tasks (ranks 2..3)
+    assert sel.threshold_lower == 1.5 and sel.threshold_upper == 3.5
+    assert sel.selected.tolist() == [False, False, True, True]
     assert sel.dropped_top.tolist() == [True, False, False, False]
+    assert sel.dropped_bottom.tolist() == [False, True, False, False]
     state = rule.state_dict()
     clone = DualThresholds(m=1, k=3, n=4, lr=0.1)
     clone.load_state_dict(state)
@@ -305,3 +308,15 @@ def test_task_rows_and_evaluation() -> None:
     test = EpisodeStream(family=stream.family, tasks_per_batch=10, seed=0, stream=1)
     mean, ci = evaluate_episodic(model, head, [test.batch(0), test.batch(1)])
     assert 0.0 <= mean <= 1.0 and ci > 0.0
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "n"), [(8, 18, 20), (2, 7, 8), (0, 5, 20), (3, 20, 20)]
+)
+def test_dual_thresholds_keep_k_minus_m_tasks_on_the_first_batch(m, k, n) -> None:
+    # a batch of the reference size n: the first band is exactly ranks m+1..k
+    losses = torch.from_numpy(np.random.default_rng(k).permutation(n) + 0.5)
+    sel = DualThresholds(m=m, k=k, n=n).select(losses, torch.arange(n))
+    assert int(sel.selected.sum()) == k - m
+    assert int(sel.dropped_top.sum()) == m
+    assert int(sel.dropped_bottom.sum()) == n - k

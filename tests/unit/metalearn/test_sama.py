@@ -319,3 +319,44 @@ def test_mismatched_batches_are_rejected():
     wrong_width = (meta_batch[0][:, :4], meta_batch[1])
     with pytest.raises(TrainingSetupError, match="batch element 0"):
         validate_problem(ReweightingProblem(), model, mwn, base, wrong_width)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_adaptation_matches_torchs_update_on_the_first_and_later_steps(nesterov):
+    # torch starts the momentum buffer at the first gradient, undampened: there
+    # du/dg = lr (lr (1 + mu) with Nesterov), later lr (1 - tau) (lr (1 + mu (1 - tau)))
+    import copy
+
+    damp = 0.0 if nesterov else 0.5
+    settings = dict(lr=0.1, momentum=0.9, dampening=damp, nesterov=nesterov)
+    gen = torch.Generator().manual_seed(2)
+
+    def measured_and_reported(steps_before: int) -> tuple[float, float]:
+        p = torch.nn.Parameter(torch.randn(5, generator=gen, dtype=F64))
+        opt = torch.optim.SGD([p], **settings)
+        for _ in range(steps_before):
+            p.grad = torch.randn(5, generator=gen, dtype=F64)
+            opt.step()
+        g = torch.randn(5, generator=gen, dtype=F64)
+        updates = []
+        for grad in (g, g + 1e-3):
+            q = copy.deepcopy(p)
+            o = torch.optim.SGD([q], **settings)
+            o.load_state_dict(copy.deepcopy(opt.state_dict()))
+            q.grad = grad.clone()
+            o.step()
+            updates.append(p.detach() - q.detach())
+        ratio = float(((updates[1] - updates[0]) / 1e-3).mean())
+        p.grad = g
+        opt.step()
+        (explicit,) = optimizer_adaptation(opt, [p], optimizer_steps=steps_before + 1)
+        (inferred,) = optimizer_adaptation(opt, [p])  # no step count: buffer == grad
+        assert float(explicit.mean()) == pytest.approx(float(inferred.mean()))
+        return ratio, float(explicit.mean())
+
+    for steps_before in (0, 3):
+        measured, reported = measured_and_reported(steps_before)
+        assert reported == pytest.approx(measured, rel=1e-9)
+    if damp:  # with dampening the first step really differs (torch semantics)
+        first, later = measured_and_reported(0)[1], measured_and_reported(3)[1]
+        assert first == pytest.approx(0.1) and later == pytest.approx(0.05)

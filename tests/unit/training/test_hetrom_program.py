@@ -1,16 +1,15 @@
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
-from raymeta.config import HeTRoMConfig, load_config, parse_config
+from raymeta.config import HeTRoMConfig, load_config, override, parse_config
 from raymeta.errors import ConfigError
 from raymeta.metalearn.heads import LinearHead, ProtoNetHead
 from raymeta.metalearn.hetrom import DualThresholds
-from raymeta.training.hetrom_loop import (
+from raymeta.training.hetrom_program import (
     build_hetrom_components,
     evaluate_components,
     train_hetrom_in_process,
@@ -28,21 +27,27 @@ def test_shipped_configs_validate(name: str) -> None:
 def test_bad_configs_list_every_problem() -> None:
     with pytest.raises(ConfigError, match="3 problem") as err:
         parse_config(
-            {"job": "hetrom", "m": 20, "k": 20, "tasks_per_batch": 10, "num_workers": 3}
+            {
+                "job": "hetrom",
+                "m": 20,
+                "k": 20,
+                "tasks_per_batch": 10,
+                "scaling": {"num_workers": 3},
+            }
         )
     assert "need 0 <= m < k" in str(err.value)
     assert "k: must be <= tasks_per_batch=10, got 20" in str(err.value)
-    assert "must be divisible by num_workers=3" in str(err.value)
+    assert "must be divisible by scaling.num_workers=3" in str(err.value)
     with pytest.raises(ConfigError, match="k: must be <= tasks_per_batch=10"):
         parse_config({"job": "hetrom", "m": 2, "k": 12, "tasks_per_batch": 10})
     with pytest.raises(ConfigError, match="did you mean 'shots'"):
-        parse_config({"job": "hetrom", "shot": 1})
+        parse_config({"job": "hetrom", "data": {"shot": 1}})
 
 
-def tiny() -> HeTRoMConfig:
+def tiny(**changes) -> HeTRoMConfig:
     cfg = load_config(CONFIGS / "hetrom_tiny.toml")
     assert isinstance(cfg, HeTRoMConfig)
-    return dataclasses.replace(cfg, num_workers=0)
+    return override(cfg, {"scaling.num_workers": 0, **changes})
 
 
 def test_components_follow_the_config() -> None:
@@ -50,10 +55,10 @@ def test_components_follow_the_config() -> None:
     assert isinstance(c.head, LinearHead) and c.head.out_features == 3
     assert isinstance(c.objective.rule, DualThresholds)
     assert c.train_stream.noisy_fraction == 0.25 and c.test_stream.noisy_fraction == 0
-    proto = build_hetrom_components(dataclasses.replace(tiny(), head="protonet"))
+    proto = build_hetrom_components(tiny(head="protonet"))
     assert isinstance(proto.head, ProtoNetHead)
     sine = build_hetrom_components(
-        dataclasses.replace(tiny(), family="sinusoid", shots=5, queries=5)
+        tiny(**{"data.dataset": "sinusoid", "data.shots": 5, "data.queries": 5})
     )
     assert sine.head.problem == "regression" and sine.model.net[0].in_features == 1
 

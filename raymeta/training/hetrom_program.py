@@ -1,0 +1,396 @@
+"""HeTRoM as a :class:`~raymeta.training.skeleton.WorkerProgram`, and its builders.
+
+- :func:`build_hetrom_components` turns a :class:`~raymeta.config.HeTRoMConfig`
+  into the embedding, head, objective, optimizer and episode streams (built-in task
+  families, or the user's labelled data: :func:`labelled_family`).
+- :class:`HeTRoMProgram`: every rank draws its slice of the global meta-batch, all
+  ranks all-gather the detached task losses, indices and kinds, select identically,
+  backpropagate the rescaled band loss and average gradients (one flattened
+  all-reduce). λ / λ̂ of the dual rule come from the same gathered losses on every
+  rank, so they stay identical; they are checkpointed with the model, the optimizer
+  and the step (episode streams are pure functions of the step). Its rows are the
+  per-task ``task_stats`` of every step.
+- :func:`train_hetrom_in_process` runs the same meta step without Ray.
+
+Step ``s`` (1-based) trains on the stream's batch ``s - 1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from raymeta.config import HeTRoMConfig
+from raymeta.errors import TrainingSetupError
+from raymeta.metalearn.heads import EpisodicHead, build_head
+from raymeta.metalearn.hetrom import (
+    NormalizedMLP,
+    RobustTaskObjective,
+    StepRecord,
+    build_selection_rule,
+    evaluate_episodic,
+    hetrom_meta_step,
+    normalize_embedding,
+)
+from raymeta.metalearn.models import AutocastForward, build_model
+from raymeta.metalearn.optim import build_optimizer
+from raymeta.tasks.episodes import LabelledData
+from raymeta.tasks.fewshot import (
+    TASK_FAMILIES,
+    DatasetFamily,
+    EpisodeStream,
+    TaskFamily,
+    build_task_family,
+)
+from raymeta.tasks.sources import as_arrays
+from raymeta.training import collectives
+from raymeta.training.checkpointing import TrainingState
+from raymeta.training.skeleton import WorkerContext
+
+__all__ = [
+    "DistributedCollectives",
+    "HeTRoMComponents",
+    "HeTRoMProgram",
+    "Normalized",
+    "build_hetrom_components",
+    "evaluate_components",
+    "labelled_family",
+    "train_hetrom_in_process",
+]
+
+
+@dataclasses.dataclass
+class HeTRoMComponents:
+    """Everything one HeTRoM run trains and evaluates with."""
+
+    model: torch.nn.Module
+    head: EpisodicHead
+    objective: RobustTaskObjective
+    optimizer: torch.optim.Optimizer
+    train_stream: EpisodeStream
+    test_stream: EpisodeStream
+
+
+class Normalized(torch.nn.Module):
+    """An embedding module, L2-normalised and scaled (as :class:`NormalizedMLP`)."""
+
+    def __init__(self, module: torch.nn.Module, scale: float) -> None:
+        """Wrap ``module``; every output row gets norm ``scale``."""
+        super().__init__()
+        self.inner, self.scale = module, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed and normalise the last dimension."""
+        return normalize_embedding(self.inner(x), self.scale)
+
+
+def _rule_kwargs(cfg: HeTRoMConfig) -> dict[str, Any]:
+    return {
+        "plain": {},
+        "oracle": {},
+        "sort": {"m": cfg.m, "k": cfg.k},
+        "dual": {
+            "m": cfg.m,
+            "k": cfg.k,
+            "n": cfg.tasks_per_batch,
+            "lr": cfg.threshold_lr,
+        },
+        "lognormal": {"c_hi": cfg.c_hi, "c_lo": cfg.c_lo},
+    }[cfg.rule]
+
+
+def labelled_family(
+    cfg: HeTRoMConfig, data: Any
+) -> tuple[DatasetFamily, DatasetFamily]:
+    """Train and test families over the user's labelled data.
+
+    ``data`` is ``{"train": ..., "test": ...}`` or one labelled set whose classes are
+    split (``[data] test_classes`` of them, chosen by ``cfg.seed``, go to testing).
+
+    Raises:
+        TrainingSetupError: A split has fewer classes than ``ways`` or a class fewer
+            examples than ``shots + queries``.
+    """
+    section = cfg.data
+    if isinstance(data, dict) and "train" in data:
+        train = as_arrays(data["train"], section, what="data split 'train'")
+        test = (
+            as_arrays(data["test"], section, what="data split 'test'")
+            if data.get("test") is not None
+            else None
+        )
+    else:
+        train, test = as_arrays(data, section, what="labelled data"), None
+    if test is None:
+        train, test = _split_classes(train, section.test_classes, cfg.seed)
+    return _family(cfg, train, "train"), _family(cfg, test, "test")
+
+
+def _split_classes(arrays: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    classes = torch.unique(arrays.y)
+    order = classes[
+        torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))
+    ]
+    n_test = max(1, math.floor(len(classes) * fraction))
+    is_test = torch.isin(arrays.y, order[:n_test])
+    pick = [
+        dataclasses.replace(arrays, x=arrays.x[m], y=arrays.y[m], ids=arrays.ids[m])
+        for m in (~is_test, is_test)
+    ]
+    return pick[0], pick[1]
+
+
+def _family(cfg: HeTRoMConfig, arrays: Any, split: str) -> DatasetFamily:
+    d = cfg.data
+    classes = torch.unique(arrays.y)
+    need = d.shots + d.queries
+    counts = torch.bincount(arrays.y)[classes]
+    if len(classes) < d.ways:
+        raise TrainingSetupError(
+            f"the {split} split has {len(classes)} classes, fewer than ways={d.ways}"
+        )
+    if int(counts.min()) < need:
+        raise TrainingSetupError(
+            f"a class of the {split} split has {int(counts.min())} examples, fewer "
+            "than "
+            f"shots + queries = {need}; lower them or drop small classes"
+        )
+    return DatasetFamily(
+        data=LabelledData(arrays.x.float(), arrays.y),
+        ways=d.ways,
+        shots=d.shots,
+        queries=d.queries,
+        family_seed=cfg.seed,
+    )
+
+
+def _families(cfg: HeTRoMConfig, data: Any) -> tuple[TaskFamily, TaskFamily]:
+    if data is None and cfg.data.dataset in TASK_FAMILIES:
+        kwargs: dict[str, Any] = {"shots": cfg.data.shots, "queries": cfg.data.queries}
+        if cfg.data.dataset != "sinusoid":
+            kwargs["ways"] = cfg.data.ways
+        family = build_task_family(cfg.data.dataset, **kwargs, **cfg.data.kwargs)
+        return family, family
+    if data is None:
+        from raymeta.tasks.sources import load_user_data
+
+        data = load_user_data(cfg.data)
+    return labelled_family(cfg, data)
+
+
+def _embedding(cfg: HeTRoMConfig, family: TaskFamily) -> torch.nn.Module:
+    in_features = int(getattr(family, "in_features", 1))
+    if cfg.model.factory == "mlp":
+        return NormalizedMLP(
+            in_features,
+            hidden=cfg.model.hidden,
+            out_features=cfg.embedding_dim,
+            scale=cfg.embedding_scale,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        ).to(getattr(torch, cfg.model.dtype))
+    model = build_model(
+        cfg.model,
+        in_shape=(in_features,),
+        out_features=cfg.embedding_dim,
+        seed=cfg.seed,
+    )
+    return (
+        Normalized(model, cfg.embedding_scale) if cfg.model.factory == "cnn" else model
+    )
+
+
+def build_hetrom_components(cfg: HeTRoMConfig, data: Any = None) -> HeTRoMComponents:
+    """Build model, head, objective, optimizer and streams from a config.
+
+    Args:
+        cfg: The run's config.
+        data: The user's labelled data (else the ``[data]`` section's).
+
+    The embedding is initialised from ``cfg.seed`` (identical on every rank); the
+    training stream carries the configured contamination, the test stream (stream
+    id 1) is clean.
+    """
+    train_family, test_family = _families(cfg, data)
+    model = _embedding(cfg, train_family)
+    if cfg.model.precision == "bf16":
+        model = AutocastForward(model)
+    problem = getattr(train_family, "problem", "classification")
+    ways = getattr(train_family, "ways", 1)
+    if cfg.head == "linear":
+        head = build_head(
+            "linear",
+            out_features=ways,
+            steps=cfg.inner_steps,
+            lr=cfg.inner_lr,
+            l2=cfg.l2,
+            first_order=cfg.first_order,
+            problem=problem,
+        )
+    else:
+        head = build_head(cfg.head, out_features=ways, problem=problem)
+    d = cfg.data
+    train = EpisodeStream(
+        family=train_family,
+        tasks_per_batch=cfg.tasks_per_batch,
+        seed=cfg.seed,
+        noisy_fraction=d.noisy_fraction,
+        outlier_fraction=d.outlier_fraction,
+        noise_prob=d.noise_prob,
+    )
+    test = EpisodeStream(
+        family=test_family, tasks_per_batch=cfg.test_batch, seed=cfg.seed, stream=1
+    )
+    rule = build_selection_rule(cfg.rule, **_rule_kwargs(cfg))
+    return HeTRoMComponents(
+        model=model,
+        head=head,
+        objective=RobustTaskObjective(rule, warmup_steps=cfg.warmup_steps),
+        optimizer=build_optimizer(cfg.optim, model.parameters()),
+        train_stream=train,
+        test_stream=test,
+    )
+
+
+def evaluate_components(c: HeTRoMComponents, *, test_tasks: int) -> tuple[float, float]:
+    """Mean metric (accuracy or MSE) and 95% CI over ``test_tasks`` clean tasks."""
+    n_batches = max(test_tasks // c.test_stream.tasks_per_batch, 1)
+    device = next(c.model.parameters()).device
+    batches = [c.test_stream.batch(i).to(device) for i in range(n_batches)]
+    return evaluate_episodic(c.model, c.head, batches)
+
+
+def train_hetrom_in_process(
+    cfg: HeTRoMConfig, *, on_step: Callable[[StepRecord], None] | None = None
+) -> HeTRoMComponents:
+    """Train in this process (no Ray) with the same meta step as the Ray loop."""
+    c = build_hetrom_components(cfg)
+    for step in range(cfg.steps):
+        record = hetrom_meta_step(
+            c.model, c.head, c.objective, c.optimizer, c.train_stream.batch(step)
+        )
+        if on_step is not None:
+            on_step(record)
+    return c
+
+
+class DistributedCollectives:
+    """:class:`~raymeta.metalearn.hetrom.Collectives` over ``torch.distributed``."""
+
+    def __init__(self, before_collective: Callable[[], None] = lambda: None) -> None:
+        """Read the world size of the active process group (1 if none)."""
+        self.world_size = collectives.world_size()
+        self.before_collective = before_collective
+
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Concatenate every rank's 1-D tensor in rank order."""
+        self.before_collective()
+        return collectives.all_gather_flat(tensor, tag="hetrom_rank").reshape(-1)
+
+    def all_reduce_mean_(self, tensors: list[torch.Tensor]) -> None:
+        """Average gradients across ranks (one flattened all-reduce)."""
+        collectives.all_reduce_mean_(tensors, tag="hetrom_grad")
+
+
+class HeTRoMProgram:
+    """One worker's HeTRoM run (see the module docstring)."""
+
+    method = "hetrom"
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        """Build the components; user data comes with the loop config."""
+        self.ctx, self.cfg = ctx, ctx.cfg
+        data = ctx.data.get("labelled")
+        self.c = build_hetrom_components(self.cfg, data)
+        self.c.model.to(ctx.device)
+        self.state = TrainingState(
+            modules={"embedding": self.c.model}, optimizers={"meta": self.c.optimizer}
+        )
+        self.step_no = 0
+        self.comm = DistributedCollectives(lambda: ctx.stop_hook(self.step_no))
+        self.rows: list[dict[str, Any]] = []
+        self.episodes: list[dict[str, Any]] = []
+
+    def start(self, *, restored: bool) -> None:
+        """Read the thresholds back after a restore."""
+        if restored:
+            self.c.objective.load_state_dict(self.state.extra.get("objective", {}))
+
+    def step(self, step: int) -> dict[str, float]:
+        """One meta step on batch ``step - 1`` of the training stream."""
+        c, ctx = self.c, self.ctx
+        self.step_no = step
+        batch = c.train_stream.batch(step - 1, rank=ctx.rank, world_size=ctx.world)
+        batch = batch.to(ctx.device)
+        record = hetrom_meta_step(
+            c.model, c.head, c.objective, c.optimizer, batch, collectives=self.comm
+        )
+        self.state.extra["objective"] = c.objective.state_dict()
+        self.rows += [r | {"step": step} for r in record.task_rows()]
+        selected = record.task_index[record.selection.selected].tolist()
+        self.episodes.append(
+            {"step": step, "selected": selected, "losses": record.losses.tolist()}
+        )
+        sel = record.selection
+        return {
+            "band_loss": record.band_loss,
+            "num_selected": float(sel.selected.sum()),
+            "threshold_upper": sel.threshold_upper,
+            "threshold_lower": sel.threshold_lower,
+            "ranking_time_s": record.ranking_time_s,
+            "step_time_s": record.step_time_s,
+        }
+
+    def check_replicas(self) -> None:
+        """Parameters and λ / λ̂ must be bit-identical on every rank."""
+        scalars = torch.tensor(
+            [float(v) for v in self.c.objective.state_dict().values()],
+            dtype=torch.float64,
+        )
+        tensors = [p.detach() for p in self.c.model.parameters()] + [scalars]
+        collectives.assert_identical_across_ranks(
+            tensors, what="HeTRoM embedding parameters and lambda/lambda-hat"
+        )
+
+    def take_rows(self) -> dict[str, list[dict[str, Any]]]:
+        """The ``task_stats`` rows since the last call."""
+        rows, self.rows = self.rows, []
+        return {"task_stats": rows}
+
+    def summary(self) -> dict[str, Any]:
+        """Clean-test metric (rank 0), episodes of this attempt, final parameters."""
+        c = self.c
+        params = [p.detach() for p in c.model.parameters()]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        test = (
+            evaluate_components(c, test_tasks=self.cfg.test_tasks)
+            if self.ctx.rank == 0
+            else None
+        )
+        return {
+            "test_metric": None if test is None else test[0],
+            "test_ci95": None if test is None else test[1],
+            "episodes": self.episodes,
+            "params": torch.cat([p.flatten() for p in params]).tolist(),
+            "last_grad": torch.cat([g.flatten() for g in grads]).tolist(),
+            "objective_state": c.objective.state_dict(),
+        }
+
+    def final_rows(self, summary: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """``summary/test_metric`` and ``summary/test_ci95`` metric rows."""
+        from raymeta.training.results import summary_rows
+
+        figures = {
+            "test_metric": summary["test_metric"],
+            "test_ci95": summary["test_ci95"],
+        }
+        rows = summary_rows(
+            figures,
+            method=self.method,
+            step=summary["steps"],
+            attempt=summary["attempt"],
+        )
+        return {"metrics": rows}
