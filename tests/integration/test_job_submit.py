@@ -258,3 +258,22 @@ def test_a_killed_driver_resumes_with_exactly_the_rows_of_an_uninterrupted_run(
     assert set(got) == set(want) and len(want["metrics"]) > 0
     for table in want:
         assert got[table] == want[table], table
+
+
+def test_a_submitted_job_trains_the_users_own_model_and_data_by_import_path(
+    head, tmp_path
+):
+    # --working-dir ships the checkout; the config names the user's code by import path
+    config = tmp_path / "byo.toml"
+    config.write_text(
+        'job = "sama"\nsteps = 40\nbatch_size = 32\nmeta_batch_size = 16\n'
+        "eval_every = 20\nreport_every = 20\ncheckpoint_every = 20\n"
+        '[data]\ndataset = "tests.unit.training.byo_fixtures:digits_splits"\n'
+        '[model]\nfactory = "tests.unit.training.byo_fixtures:user_cnn"\n'
+        "kwargs = { width = 4 }\n"
+        '[optim]\nname = "sgd"\nlr = 0.05\nmomentum = 0.9\ndampening = 0.1\n'
+        '[scaling]\nnum_workers = 2\n[storage]\nexperiment = "byo"\n'
+    )
+    submit(head, "jobs/train_sama.py", *job_args(config, tmp_path))
+    weights = ResultStore(tmp_path / "store").to_pandas("data_weights")
+    assert len(weights) == 1797 - 250 and weights["example_id"].is_unique
