@@ -50,11 +50,15 @@ def _target(hooks: dict[str, Any], world: int) -> int:
     return int(hooks.get("fail_rank", world - 1))
 
 
-def _first_time(marker: Path, line: str) -> bool:
+def _claim(hooks: dict[str, Any], line: str, record: str) -> bool:
+    """True the first time ``line`` is claimed in the marker file (then recorded)."""
+    marker = Path(hooks["fail_marker"])
     if marker.exists() and any(
-        done.startswith(line) for done in marker.read_text().splitlines()
+        done.split(" pid ")[0] == line for done in marker.read_text().splitlines()
     ):
         return False
+    with marker.open("a") as f:
+        f.write(record + "\n")
     return True
 
 
@@ -65,12 +69,9 @@ def maybe_fail(hooks: dict[str, Any], *, step: int, rank: int, world: int) -> No
         steps.append(hooks["fail_once_at_step"])
     if step not in steps or _target(hooks, world) != rank:
         return
-    marker = Path(hooks["fail_marker"])
     line = f"rank {rank} exited at step {step}"
-    if not _first_time(marker, line):
+    if not _claim(hooks, line, line):
         return
-    with marker.open("a") as f:
-        f.write(line + "\n")
     if hooks.get("fail_mode", "exit") == "raise":
         raise RuntimeError(f"injected worker failure at step {step}")
     time.sleep(1.0)  # let the controller register the checkpoint just reported
@@ -81,12 +82,9 @@ def maybe_stop(hooks: dict[str, Any], *, step: int, rank: int, world: int) -> No
     """``SIGSTOP`` ``fail_rank`` once at ``stop_at_step``, before a collective."""
     if hooks.get("stop_at_step") != step or _target(hooks, world) != rank:
         return
-    marker = Path(hooks["fail_marker"])
     line = f"rank {rank} stopped at step {step}"
-    if not _first_time(marker, line):
+    if not _claim(hooks, line, f"{line} pid {os.getpid()}"):
         return
-    with marker.open("a") as f:
-        f.write(f"{line} pid {os.getpid()}\n")
     # Ray Train V2 registers a checkpoint only once every rank's report arrived:
     # without this pause a checkpoint reported a few steps earlier can be lost with
     # the stopped rank (the run then resumes from the one before).
