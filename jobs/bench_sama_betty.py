@@ -1,31 +1,39 @@
 """Benchmark: raymeta's SAMA hypergradient side by side with Betty's SAMA.
 
-Same model (MLP 64-256-256-10), data (sklearn digits, 40% symmetric label noise,
-10 clean meta examples per class), pre-drawn batch schedule (128 base, 100 meta),
-initial θ and λ (meta-weight-net, hidden 100), optimizers (Adam lr 1e-3 for θ and
-for λ) and finite-difference radius R (1e-2) on both sides. Per step: a base step on
-the weighted loss with λ frozen, then (unroll 1) a meta step: SAMA hypergradient
-from the base optimizer's state, then Adam on λ. Reported per seed and as mean ± sd:
+Same model (MLP 64-256-256-10, 85,002 parameters), data (sklearn digits, 40%
+symmetric label noise, 10 clean meta examples per class), pre-drawn batch schedule
+(128 base, 100 meta), initial θ and λ (meta-weight-net, hidden 100, 301
+parameters), optimizers (torch Adam lr 1e-3 for θ and for λ) and finite-difference
+radius R (1e-2) on both sides. Per step: a base step on the weighted loss with λ
+frozen, then (unroll 1) a meta step: SAMA hypergradient from the base optimizer's
+state, then Adam on λ. Reported per seed and as mean ± sd over seeds:
 
-* time per meta step (and per base step): median over the timed steps, i.e. after
-  ``--warmup`` steps and leaving out the memory and probe steps;
+* time per meta step (and per base step), wall clock and thread CPU time: median
+  over the timed steps (after ``--warmup`` steps, leaving out the memory and probe
+  steps) of each process, then the median over ``--repeats`` processes;
 * extra peak memory per meta step (and per base step): ``torch.profiler`` with
-  ``profile_memory=True`` on ``--mem-every`` steps; the peak of the CPU allocator's
-  running total of bytes allocated in the step (see ``jobs/betty_side.py``);
-* cosine between the two hypergradients on the same step from the same state
-  (θ, λ, both Adam states, batches): the raymeta run saves its state before each
-  probe step (step 1, S/2, S) and both sides take that step from it;
-* test accuracy (and meta accuracy, weight AUC clean-vs-noisy) after S steps.
+  ``profile_memory=True`` on the memory steps (every ``--mem-every``, starting at
+  half of it); the peak of the CPU allocator's running total of bytes allocated in
+  the step (details in ``jobs/betty_side.py``);
+* cosine between the two hypergradients on the same step from the same state: the
+  raymeta run saves θ, λ and both Adam states before each probe step (1, 2, 10,
+  S/2, S); from each snapshot both sides take that whole step (base step, then the
+  hypergradient, Betty through its Engine) in float32, and again in float64 as an
+  exact-arithmetic reference. Also compared: the adaptation directions p = D ⊙ v
+  of the two sides (Betty's read from its ``precondition``), and the share of
+  raymeta's ||p||² on coordinates whose Adam second moment is ~0 (√(s/c2) < 10·eps);
+* test accuracy (and meta-set accuracy, weight AUC clean-vs-noisy) after S steps.
 
 Variants: ``raymeta`` (defaults: ``adaptation="auto"``, ``cache_stop_grad=True``),
 ``raymeta_nocache`` (``cache_stop_grad=False``, the estimator Betty computes),
-``betty`` (``sama_adam_alpha=R``) and ``betty_alpha1`` (Betty's default
-``sama_adam_alpha=1.0``; drop it with ``--no-betty-default``). Each (variant, seed)
-runs in its own fresh process with ``torch.set_num_threads(1)`` (and
-``OMP_NUM_THREADS=1``), one after the other, so both sides are measured alike; the
-order of the variants alternates between seeds. ``uptime`` is recorded before and
-after each process. The differences between the two SAMA algorithms are listed in
-the docstring of ``jobs/betty_side.py``.
+``betty`` (``sama_adam_alpha=R``), ``betty_alpha1`` (Betty's default
+``sama_adam_alpha=1.0``; drop it with ``--no-betty-default``) and ``plain`` (no
+reweighting: unweighted loss, no meta step; ``--no-plain`` drops it; its weight
+AUC is that of the untrained net). Each (variant, seed, repeat) runs in its own
+fresh process with ``torch.set_num_threads(1)`` and ``OMP_NUM_THREADS=1``, one after
+the other, so both sides are measured alike; the order of the variants alternates.
+``uptime`` is recorded before and after each process. The differences between the
+two SAMA algorithms are listed in the docstring of ``jobs/betty_side.py``.
 
 Reproduce (Betty lives in a throwaway venv outside the repository)::
 
@@ -36,9 +44,13 @@ Reproduce (Betty lives in a throwaway venv outside the repository)::
         --betty-python /tmp/betty-venv/bin/python --steps 300 --seeds 3 \
         --out /tmp/betty-bench
 
+(plain ``pip install betty-ml`` picks 0.1.1, which has no SAMA: betty-ml 0.2.1
+declares ``Requires-Python <3.11``, hence ``--ignore-requires-python``.)
+
 Outputs under ``--out``: ``summary.json``, ``runs.csv`` (one row per variant and
 seed), ``cosines.csv`` (one row per seed and probe step), and ``problems/``,
-``runs/``, ``snapshots/``, ``probes/``, ``logs/`` with every input and raw result.
+``per_seed/``, ``runs/``, ``snapshots/``, ``probes/``, ``logs/`` with every input
+and raw result (``--report-only`` rebuilds the summary from ``per_seed/``).
 """
 
 from __future__ import annotations
@@ -61,8 +73,16 @@ import betty_side as bs
 import numpy as np
 import torch
 
-from raymeta.metalearn.reweighting import MetaWeightNet, ReweightingProblem
-from raymeta.metalearn.sama import sama_hypergradient
+from raymeta.metalearn.reweighting import (
+    MetaWeightNet,
+    ReweightingProblem,
+    UnweightedProblem,
+)
+from raymeta.metalearn.sama import (
+    meta_loss_gradients,
+    optimizer_adaptation,
+    sama_hypergradient,
+)
 from raymeta.tasks.datasets import noisy_digits
 
 HERE = Path(__file__).resolve()
@@ -209,10 +229,7 @@ def raymeta_probe(
     cached (raymeta's default) and recomputed at θ±εp (Betty's estimator).
     """
     settings = blob["settings"]
-    model = bs.build_mlp(settings["sizes"]).to(dtype)
-    model.load_state_dict(snap["theta"])
-    meta = MetaWeightNet(settings["hidden"], dtype=dtype)
-    meta.load_state_dict(snap["lam"])
+    model, meta = load_raymeta_models({"settings": settings} | snap, dtype)
     opt = torch.optim.Adam(model.parameters(), lr=settings["lr"])
     opt.load_state_dict(snap["base_opt"])
     base, metab = bs.probe_batches(blob, int(snap["step"]), dtype)
@@ -221,6 +238,7 @@ def raymeta_probe(
     out: dict[str, Any] = {
         "theta_after_base": [p.detach().clone() for p in model.parameters()]
     }
+    out |= adaptation_direction(problem, model, meta, opt, metab[0])
     for name, cache in (("cache", True), ("nocache", False)):
         r = sama_hypergradient(
             problem,
@@ -237,65 +255,103 @@ def raymeta_probe(
     return out
 
 
-def raymeta_train(
-    problem_path: Path, result_path: Path, *, cache: bool, snap_dir: Path | None
-) -> None:
-    """Train S steps with raymeta's SAMA; write times, peaks, metrics, snapshots."""
-    blob = bs.load_problem(problem_path)
+def adaptation_direction(
+    problem: ReweightingProblem,
+    model: torch.nn.Module,
+    meta: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    meta_batch: bs.Batch,
+) -> dict[str, torch.Tensor]:
+    """raymeta's p = D ⊙ v (flat) and where Adam's q = √(s/c2) is below 10·eps.
+
+    Uses the same public functions as ``sama_hypergradient`` (``meta_loss_gradients``,
+    ``optimizer_adaptation``).
+    """
+    params = list(model.parameters())
+    v, _, _ = meta_loss_gradients(problem, model, meta, meta_batch)
+    diag = optimizer_adaptation(opt, params)
+    group = opt.param_groups[0]
+    small = []
+    for p in params:
+        state = opt.state[p]
+        c2 = 1.0 - group["betas"][1] ** float(state["step"])
+        q = state["exp_avg_sq"].div(c2).sqrt()
+        small.append((q < 10 * group["eps"]).flatten())
+    return {
+        "direction": torch.cat([(d * x).flatten() for d, x in zip(diag, v)]),
+        "q_small": torch.cat(small),
+    }
+
+
+def load_raymeta_models(
+    blob: dict[str, Any], dtype: torch.dtype = torch.float32
+) -> tuple[torch.nn.Sequential, MetaWeightNet]:
+    """θ (the harness MLP) and λ (raymeta's MetaWeightNet) from a problem/snapshot."""
     settings = blob["settings"]
-    info_start = bs.run_info()
-    model = bs.build_mlp(settings["sizes"])
+    model = bs.build_mlp(settings["sizes"]).to(dtype)
     model.load_state_dict(blob["theta"])
-    meta = MetaWeightNet(settings["hidden"])
+    meta = MetaWeightNet(settings["hidden"], dtype=dtype)
     meta.load_state_dict(blob["lam"])
-    problem = ReweightingProblem()
-    opt = torch.optim.Adam(model.parameters(), lr=settings["lr"])
-    meta_opt = torch.optim.Adam(meta.parameters(), lr=settings["meta_lr"])
+    return model, meta
+
+
+def save_snapshot(
+    path: Path,
+    step: int,
+    model: torch.nn.Module,
+    meta: torch.nn.Module,
+    opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+) -> None:
+    """θ, λ and both Adam states *before* ``step`` (what the probes start from)."""
+    state = {"step": step, "theta": model.state_dict(), "lam": meta.state_dict()}
+    state |= {"base_opt": opts[0].state_dict(), "meta_opt": opts[1].state_dict()}
+    torch.save(state, path / f"step{step:05d}.pt")
+
+
+def raymeta_train(
+    problem_path: Path,
+    result_path: Path,
+    *,
+    cache: bool,
+    snap_dir: Path | None,
+    plain: bool = False,
+) -> None:
+    """Train S steps with raymeta's SAMA; write times, peaks, metrics, snapshots.
+
+    ``plain`` trains θ on the unweighted loss with no meta step (the baseline).
+    """
+    blob = bs.load_problem(problem_path)
+    settings, info_start = blob["settings"], bs.run_info()
+    model, meta = load_raymeta_models(blob)
+    problem = UnweightedProblem() if plain else ReweightingProblem()
+    opts = (
+        torch.optim.Adam(model.parameters(), lr=settings["lr"]),
+        torch.optim.Adam(meta.parameters(), lr=settings["meta_lr"]),
+    )
     base = bs.make_batches(blob["x_train"], blob["y_train"], blob["base_idx"])
     metab = bs.make_batches(blob["x_meta"], blob["y_meta"], blob["meta_idx"])
     recorder = bs.StepRecorder(settings["mem_steps"])
-    radius = settings["radius"]
     if snap_dir is not None:
         snap_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for step in range(1, len(base) + 1):
         batches = (base[step - 1], metab[step - 1])
         if snap_dir is not None and step in settings["probe_steps"]:
-            torch.save(
-                {
-                    "step": step,
-                    "theta": model.state_dict(),
-                    "lam": meta.state_dict(),
-                    "base_opt": opt.state_dict(),
-                    "meta_opt": meta_opt.state_dict(),
-                },
-                snap_dir / f"step{step:05d}.pt",
+            save_snapshot(snap_dir, step, model, meta, opts)
+        base_fn = functools.partial(base_step, problem, model, meta, opts[0])
+        recorder.run("base", step, functools.partial(base_fn, batches[0]))
+        if not plain:
+            meta_fn = functools.partial(meta_step, problem, model, meta, opts)
+            meta_fn = functools.partial(
+                meta_fn, batches, radius=settings["radius"], cache=cache
             )
-        recorder.run(
-            "base",
-            step,
-            functools.partial(base_step, problem, model, meta, opt, batches[0]),
-        )
-        recorder.run(
-            "meta",
-            step,
-            functools.partial(
-                meta_step,
-                problem,
-                model,
-                meta,
-                (opt, meta_opt),
-                batches,
-                radius=radius,
-                cache=cache,
-            ),
-        )
-    loop_s = time.perf_counter() - start
+            recorder.run("meta", step, meta_fn)
     out = {
         "side": "raymeta",
         "cache_stop_grad": cache,
+        "plain": plain,
         "steps": len(base),
-        "loop_s": loop_s,
+        "loop_s": time.perf_counter() - start,
         **recorder.summary(bs.excluded_steps(settings)),
         **bs.final_metrics(model, meta, blob),
         "start": info_start,
@@ -345,6 +401,8 @@ def variant_commands(
     }
     if args.betty_default:
         plan["betty_alpha1"] = betty + ["--alpha", "1.0"]
+    if args.with_plain:
+        plan["plain"] = me + ["--plain"]
     return {
         name: cmd + ["--result", str(result_path(args, name, seed, rep))]
         for name, cmd in plan.items()
@@ -433,6 +491,13 @@ def compare(
         "cos_raymeta_32_64": cosine(ray, r64["grads_cache"]),
         "cos_raymeta_nocache_32_64": cosine(raync, r64["grads_nocache"]),
         "cos_betty_32_64": cosine(betty, b64["grads"]),
+        "cos_direction_raymeta_betty": cosine(r32["direction"], b32["direction"]),
+        "cos64_direction_raymeta_betty": cosine(r64["direction"], b64["direction"]),
+        "raymeta_p_share_on_q_below_10eps": share(r64["direction"], r64["q_small"]),
+        "betty_p_share_on_q_below_10eps": share(b64["direction"], r64["q_small"]),
+        "cos64_direction_raymeta_betty_elsewhere": cosine(
+            r64["direction"][~r64["q_small"]], b64["direction"][~r64["q_small"]]
+        ),
         "norm_ratio_raymeta_betty": float(ray.norm() / betty.norm()),
         "norm_ratio_raymeta_nocache_betty": float(raync.norm() / betty.norm()),
         "raymeta_epsilon": r32["epsilon_cache"],
@@ -443,13 +508,21 @@ def compare(
 
 def short(result: dict[str, Any]) -> str:
     """One-line digest of a run result."""
+    text = f"base {result['base_ms_median']:.3f} ms, test acc {result['test_acc']:.4f}"
     peaks = list(result["meta_peak_bytes"].values())
+    if result["meta_ms_median"] is None or not peaks:
+        return text
     return (
         f"meta {result['meta_ms_median']:.3f} ms "
-        f"(cpu {result['meta_cpu_ms_median']:.3f}), "
-        f"base {result['base_ms_median']:.3f} ms, meta peak "
-        f"{statistics.median(peaks) / 1024:.0f} KiB, test acc {result['test_acc']:.4f}"
+        f"(cpu {result['meta_cpu_ms_median']:.3f}), meta peak "
+        f"{statistics.median(peaks) / 1024:.0f} KiB, " + text
     )
+
+
+def share(p: torch.Tensor, mask: torch.Tensor) -> float:
+    """Fraction of ||p||² carried by the coordinates in ``mask``."""
+    p = p.double()
+    return float(p[mask].square().sum() / p.square().sum())
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -469,14 +542,18 @@ RUN_FIELDS += ["test_acc", "meta_acc", "weight_auc"]
 
 
 def run_row(variant: str, seed: int, results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Flat CSV row of one (variant, seed): times are medians over the repeats'
-    per-process medians; peaks the median over the memory steps of repeat 0."""
+    """Flat CSV row of one (variant, seed).
+
+    Times: median over the repeats of each process's median; peaks: median (and
+    max) over the memory steps of repeat 0; NaN where a variant has no meta step.
+    """
     first = results[0]
     row: dict[str, Any] = {"variant": variant, "seed": seed, "repeats": len(results)}
     for field in TIME_FIELDS:
-        row[field] = statistics.median(r[field] for r in results)
+        values = [r[field] for r in results if r[field] is not None]
+        row[field] = statistics.median(values) if values else math.nan
     for kind in ("meta", "base"):
-        peaks = list(first[f"{kind}_peak_bytes"].values())
+        peaks = list(first[f"{kind}_peak_bytes"].values()) or [math.nan]
         row[f"{kind}_peak_kib"] = statistics.median(peaks) / 1024
         row[f"{kind}_peak_kib_max"] = max(peaks) / 1024
     for field in ("test_acc", "meta_acc", "weight_auc"):
@@ -490,8 +567,10 @@ def run_row(variant: str, seed: int, results: list[dict[str, Any]]) -> dict[str,
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
+    """Mean and sample standard deviation (0 for one value; NaN if any is NaN)."""
     vals = [float(v) for v in values]
+    if any(math.isnan(v) for v in vals):
+        return math.nan, math.nan
     return statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
 
 
@@ -553,22 +632,33 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def drive(args: argparse.Namespace) -> None:
-    """Run every seed, then write summary.json, runs.csv, cosines.csv."""
+    """Run every seed (each saved to ``per_seed/`` as it ends), then report."""
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"start: {uptime()}", flush=True)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        if not args.report_only:
+            bs.write_json(
+                args.out / "per_seed" / f"seed{seed}.json", run_seed(args, seed)
+            )
+    report(args)
+
+
+def report(args: argparse.Namespace) -> None:
+    """Write summary.json, runs.csv, cosines.csv from ``per_seed/`` and print."""
     per_seed, rows, cos_rows = {}, [], []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        per_seed[seed] = run_seed(args, seed)
+        path = args.out / "per_seed" / f"seed{seed}.json"
+        per_seed[seed] = json.loads(path.read_text())
         for variant, results in per_seed[seed]["runs"].items():
             rows.append(run_row(variant, seed, results))
         cos_rows += [{"seed": seed} | c for c in per_seed[seed]["cosines"]]
-    order = ["raymeta", "raymeta_nocache", "betty", "betty_alpha1"]
+    order = ["raymeta", "raymeta_nocache", "betty", "betty_alpha1", "plain"]
     rows.sort(key=lambda r: (order.index(r["variant"]), r["seed"]))
     summary = summarise(rows, cos_rows)
     summary |= {"end_uptime": uptime(), "args": vars(args) | {"out": str(args.out)}}
     write_csv(args.out / "runs.csv", rows)
     write_csv(args.out / "cosines.csv", cos_rows)
-    bs.write_json(args.out / "summary.json", summary | {"per_seed": per_seed})
+    bs.write_json(args.out / "summary.json", summary)
     print_table(summary, args.seeds)
     print(f"end: {summary['end_uptime']}\nwrote {args.out}")
 
@@ -588,16 +678,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-betty-default", dest="betty_default", action="store_false"
     )
     parser.add_argument("--out", type=Path, default=Path("/tmp/betty-bench"))
+    parser.add_argument(
+        "--report-only", action="store_true", help="re-report --out's per_seed/"
+    )
     parser.add_argument("--child-raymeta", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--problem", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--cache", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--snapshots", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-plain", dest="with_plain", action="store_false", help="no baseline"
+    )
     args = parser.parse_args(argv)
     bs.setup_threads()
     if args.child_raymeta:
         raymeta_train(
-            args.problem, args.result, cache=bool(args.cache), snap_dir=args.snapshots
+            args.problem,
+            args.result,
+            cache=bool(args.cache),
+            snap_dir=args.snapshots,
+            plain=args.plain,
         )
     else:
         drive(args)

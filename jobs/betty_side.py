@@ -19,7 +19,7 @@ Reproduce (the driver calls this file; nothing needs to be run by hand)::
         --problem /tmp/betty-bench/problems/seed0.pt --result r.json --alpha 0.01
     /tmp/betty-venv/bin/python jobs/betty_side.py probe \
         --problem /tmp/betty-bench/problems/seed0.pt \
-        --snapshots /tmp/betty-bench/snapshots/seed0 --result p.json
+        --snapshots /tmp/betty-bench/snapshots/seed0 --result p.pt
 
 How Betty is driven (read from betty 0.2.1: ``hypergradient/sama.py``,
 ``hypergradient/utils.py``, ``problems/problem.py``, ``engine.py``):
@@ -36,17 +36,32 @@ How Betty is driven (read from betty 0.2.1: ``hypergradient/sama.py``,
   v = ∇_θ L_meta, ``precondition`` (Adam adaptation), central difference, Adam on λ).
   The meta step is timed by wrapping ``reweight.step_normal``; the base step by
   wrapping ``classifier.one_step_descent``; the hypergradient is read in
-  ``reweight.optimizer_step`` (λ.grad just before the meta Adam step).
+  ``reweight.optimizer_step`` (λ.grad just before the meta Adam step). Betty's
+  meta-step time includes its own per-step overhead (``get_batch`` for the meta
+  batch, ``loss.item()``), which is part of using Betty.
+* ``probe`` mode: for each raymeta snapshot (θ, λ, both Adam states before step k)
+  a fresh Engine over the one-batch lists of step k takes one iteration, in float32
+  and in float64; it records λ.grad, θ after the base step, θ after the meta step
+  (Betty's in-place restore error) and Betty's p = D ⊙ v, read by wrapping
+  ``betty.hypergradient.sama.precondition`` for that call only.
 
-Betty's SAMA differs from raymeta's (``raymeta/metalearn/sama.py``) in four ways:
+Betty's SAMA differs from raymeta's (``raymeta/metalearn/sama.py``) as follows:
 
-1. Adam adaptation: Betty uses ``lr·[(1−β1)β2·s_old − β1(1−β2)·g·m_old]/(√s+ε)³``
-   = ``lr·[(1−β1)s − (1−β2)g·m]/(√s+ε)³`` with *no bias correction*; raymeta uses
-   the exact derivative of torch's bias-corrected Adam update,
-   ``(lr/c1)·[(1−β1)(q+ε) − (1−β2)m·g/(c2·q)]/(q+ε)²``, q = √(s/c2). Where √s ≫ ε
-   the two differ by the scalar √c2/c1 only, which ε_fd = R/||p|| cancels; where
-   √s ≲ ε (near-dead coordinates) Betty's factor goes to 0 and raymeta's to
-   ``lr(1−β1)/(c1·ε)``.
+1. Adam adaptation D (p = D ⊙ v): Betty uses
+   ``lr·[(1−β1)β2·s_old − β1(1−β2)·g·m_old]/(√s+ε)³`` (m_old, s_old recovered from
+   the post-step moments and ``last_grad``), i.e. ``lr·[(1−β1)s − (1−β2)g·m]/(√s+ε)³``:
+   the ε → 0 derivative of the update *without Adam's bias correction*. raymeta
+   uses the exact derivative of torch's bias-corrected update,
+   ``(lr/c1)·[(1−β1)(q+ε) − (1−β2)m·g/(c2·q)]/(q+ε)²`` with q = √(s/c2), c1 = 1−β1ᵗ,
+   c2 = 1−β2ᵗ. Consequences: (a) where q ≫ ε the two are proportional, Betty's
+   larger by c1/√c2 (about 4.3 at t = 2, 6.5 at t = 10, 1.96 at t = 300); since
+   the central difference estimates M·p (M the mixed second derivative), Betty's
+   hypergradient is larger by that factor, same direction; (b) where q ≲ ε
+   (coordinates whose gradient has been ~0 so far, e.g. first-layer weights of
+   pixels that are blank in the training batches) Betty's D → 0 while raymeta's
+   → lr(1−β1)/(c1·ε) ≈ 1e4, so such coordinates can dominate raymeta's p; (c) at
+   t = 1 Betty's D is exactly 0 in exact arithmetic (m_old = s_old = 0), so its
+   first hypergradient is rounding noise (norm ~1e-18 of raymeta's).
 2. Stop-gradient inputs: Betty re-runs ``training_step`` at θ±ε_fd·p, so the
    meta-weight-net reads the detached losses *at the perturbed θ*; raymeta (default
    ``cache_stop_grad=True``) evaluates them once at θ and reuses them. raymeta with
@@ -56,10 +71,15 @@ Betty's SAMA differs from raymeta's (``raymeta/metalearn/sama.py``) in four ways
    rounding error); raymeta copies θ back from a saved copy (bit-exact).
 4. Finite-difference step: both use ε_fd = R/||p||₂ (Betty adds 1e-15 to the norm);
    Betty's R is ``Config.sama_adam_alpha`` (default 1.0), raymeta's ``radius``
-   (default 1e-2). The benchmark sets both to the same R.
+   (default 1e-2). The benchmark sets both to the same R (and also runs Betty's
+   default). Everything else is the same algorithm: base step with Adam on the
+   weighted loss (Betty builds the graph through λ but back-propagates into θ only;
+   raymeta freezes λ; θ after the base step is bit-identical), v = ∇_θ L_meta on the
+   meta batch, central difference on the last base batch, Adam on λ.
 
 Measurement (same on both sides): ``torch.set_num_threads(1)``; wall time by
-``time.perf_counter_ns`` around each step, median over the timed steps (steps after
+``time.perf_counter_ns`` and CPU time by ``time.thread_time_ns`` (less sensitive to
+other load on the machine) around each step, median over the timed steps (steps after
 the warm-up that are neither memory nor probe steps); extra peak memory of a step:
 the step runs under ``torch.profiler`` with ``profile_memory=True`` and the peak of
 the CPU allocator's running total of bytes allocated during the step (from the
@@ -72,6 +92,7 @@ counts; Python objects do not.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -413,12 +434,25 @@ def betty_train(problem_path: Path, result_path: Path, alpha: float) -> None:
 def _probe_one(
     blob: dict[str, Any], snap: dict[str, Any], alpha: float, dtype: torch.dtype
 ) -> dict[str, Any]:
-    """One Betty step from a raymeta snapshot: hypergradient, θ after the base step."""
+    """One Betty step from a raymeta snapshot: hypergradient, p, θ after base step."""
     step = int(snap["step"])
     base, meta = probe_batches(blob, step, dtype)
     probe: dict[str, Any] = {"active": True}
     engine = build_engine(blob, snap, base, meta, alpha=alpha, probe=probe, dtype=dtype)
-    engine.run()
+    # betty.hypergradient re-exports the function ``sama`` under the module's name
+    betty_sama = importlib.import_module("betty.hypergradient.sama")
+    original = betty_sama.precondition
+
+    def capture(vectors: Sequence[torch.Tensor], problem: Any) -> Any:
+        out = original(vectors, problem)
+        probe["direction"] = torch.cat([o.detach().flatten() for o in out])
+        return out
+
+    betty_sama.precondition = capture  # record Betty's p = D ⊙ v as it is used
+    try:
+        engine.run()
+    finally:
+        betty_sama.precondition = original
     theta_end = [p.detach() for p in engine.classifier.module.parameters()]
     restore_err = max(
         float((a - b).abs().max()) for a, b in zip(theta_end, probe["theta_after_base"])
@@ -426,6 +460,7 @@ def _probe_one(
     return {
         "step": step,
         "grads": torch.cat([g.flatten() for g in probe["grads"]]),
+        "direction": probe["direction"],
         "theta_after_base": probe["theta_after_base"],
         "theta_restore_max_abs_err": restore_err,
     }
