@@ -208,7 +208,9 @@ def _embedding(cfg: HeTRoMConfig, family: TaskFamily) -> torch.nn.Module:
         seed=cfg.seed,
     )
     return (
-        Normalized(model, cfg.embedding_scale) if cfg.model.factory == "cnn" else model
+        Normalized(model, cfg.embedding_scale)
+        if cfg.model.factory in ("cnn", "conv4")
+        else model
     )
 
 
