@@ -320,7 +320,7 @@ def _name(hint: Any) -> str:
 # --------------------------------------------------------------------------------------
 
 #: Built-in model factories (``[model] factory``); anything else is an import path.
-BUILTIN_MODELS = ("mlp", "cnn")
+BUILTIN_MODELS = ("mlp", "cnn", "conv4")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -328,7 +328,8 @@ class ModelSection:
     """``[model]``: the network the method trains.
 
     Attributes:
-        factory: "mlp", "cnn" (built-in small CNN for square grey images), an import
+        factory: "mlp", "cnn" (small CNN, 32 channels), "conv4" (64 channels, the
+            few-shot Conv4) for square grey images, an import
             path ``"package.module:function"``, or (in code) a callable; a factory
             is called with ``kwargs`` and must return a ``torch.nn.Module``.
         hidden: Hidden widths of the built-in MLP / CNN head (empty = linear).

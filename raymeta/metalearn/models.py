@@ -70,9 +70,13 @@ class SmallCNN(nn.Module):
     Conv(3x3, ``channels``)-BatchNorm-ReLU-MaxPool blocks (as many as halve the side
     to >= 2, at most ``blocks``), global average pooling, then an MLP head
     ``channels -> hidden... -> out_features``. Flat inputs are reshaped to
-    ``1 x s x s`` (8x8 digits: s = 8; 28x28 images: s = 28). BatchNorm uses the
-    statistics of each training batch (``train()``) and running averages in
-    ``eval()``.
+    ``1 x s x s`` (8x8 digits: s = 8; 28x28 images: s = 28). With 64 channels
+    and 4 blocks this is the few-shot Conv4 (28 -> 14 -> 7 -> 3 -> 1) plus a linear
+    projection. BatchNorm uses the statistics of each forward batch in ``train()``
+    and running averages in ``eval()``. In HeTRoM's episodic training one forward
+    holds every support and query example of this rank's tasks, so statistics are
+    per (local) meta-batch, and evaluation, which stays in train mode like the
+    MAML / ProtoNet reference code, is transductive per test batch of tasks.
 
     Args:
         side: Image side ``s``.
@@ -202,15 +206,21 @@ def build_model(
         return build_mlp(
             [numel, *section.hidden, out_features], generator=gen, dtype=dtype
         )
-    if section.factory == "cnn":
+    if section.factory in ("cnn", "conv4"):
         side = math.isqrt(numel)
         if side * side != numel:
             raise TrainingSetupError(
-                f"model.factory 'cnn' needs square grey images; an example has shape "
-                f"{tuple(in_shape)} ({numel} values, not a square)"
+                f"model.factory {section.factory!r} needs square grey images; an "
+                f"example has shape {tuple(in_shape)} ({numel} values, not a square)"
             )
+        channels = 64 if section.factory == "conv4" else 32
         return SmallCNN(
-            side, out_features, hidden=section.hidden, generator=gen, dtype=dtype
+            side,
+            out_features,
+            channels=channels,
+            hidden=section.hidden,
+            generator=gen,
+            dtype=dtype,
         )
     return _call_user_factory(section, seed, dtype)
 

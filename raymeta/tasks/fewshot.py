@@ -431,6 +431,24 @@ def build_digits_family(
     )
 
 
+@register_task_family("glyphs")
+def build_glyphs_family(
+    *,
+    ways: int = 5,
+    shots: int = 1,
+    queries: int = 15,
+    split: str = "train",
+    by: str = "character",
+    examples_per_class: int = 20,
+    seed: int = 0,
+) -> DatasetFamily:
+    """Omniglot-like rendered glyphs (:mod:`raymeta.tasks.glyphs`), one split."""
+    from raymeta.tasks.glyphs import glyph_split
+
+    data = glyph_split(split, seed=seed, examples_per_class=examples_per_class, by=by)
+    return DatasetFamily(data=data, ways=ways, shots=shots, queries=queries)
+
+
 @register_task_family("image_folder")
 def build_image_folder_family(
     *, root: str, ways: int = 5, shots: int = 1, queries: int = 15, size: int = 28

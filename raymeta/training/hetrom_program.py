@@ -18,6 +18,7 @@ Step ``s`` (1-based) trains on the stream's batch ``s - 1``.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -173,8 +174,16 @@ def _families(cfg: HeTRoMConfig, data: Any) -> tuple[TaskFamily, TaskFamily]:
         kwargs: dict[str, Any] = {"shots": cfg.data.shots, "queries": cfg.data.queries}
         if cfg.data.dataset != "sinusoid":
             kwargs["ways"] = cfg.data.ways
-        family = build_task_family(cfg.data.dataset, **kwargs, **cfg.data.kwargs)
-        return family, family
+        kwargs |= cfg.data.kwargs
+        builder = TASK_FAMILIES[cfg.data.dataset]
+        if "split" not in inspect.signature(builder).parameters:
+            family = build_task_family(cfg.data.dataset, **kwargs)
+            return family, family
+        # families with splits: meta-train on "train", test on held-out "test" classes
+        return tuple(  # type: ignore[return-value]
+            build_task_family(cfg.data.dataset, **(kwargs | {"split": split}))
+            for split in ("train", "test")
+        )
     if data is None:
         from raymeta.tasks.sources import load_user_data
 
@@ -199,7 +208,9 @@ def _embedding(cfg: HeTRoMConfig, family: TaskFamily) -> torch.nn.Module:
         seed=cfg.seed,
     )
     return (
-        Normalized(model, cfg.embedding_scale) if cfg.model.factory == "cnn" else model
+        Normalized(model, cfg.embedding_scale)
+        if cfg.model.factory in ("cnn", "conv4")
+        else model
     )
 
 
