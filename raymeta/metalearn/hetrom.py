@@ -427,7 +427,7 @@ def band_loss(
     band yields a zero loss that still reaches every parameter.
     """
     scale = world_size / max(num_selected, 1)
-    return scale * (local_losses * local_selected.to(local_losses.dtype)).sum()
+    return scale * (local_losses * local_selected.to(local_losses)).sum()
 
 
 def selection_quality(
@@ -577,6 +577,27 @@ class StepRecord:
         return rows
 
 
+def _gather_tasks(
+    comm: Collectives, losses: torch.Tensor, batch: EpisodeBatch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every rank's (loss, task index, kind) with **one** all-gather.
+
+    The three columns travel as one float64 ``T x 3`` block (indices and kind codes
+    are small integers, exact in float64).
+    """
+    index, kind = batch.task_index, batch.kind_code
+    local = torch.stack(
+        [
+            losses.detach().double(),
+            index.double().to(losses.device),
+            kind.double().to(losses.device),
+        ],
+        dim=1,
+    )
+    rows = comm.all_gather(local.reshape(-1)).reshape(-1, 3).cpu()
+    return rows[:, 0], rows[:, 1].long(), rows[:, 2].long()
+
+
 def hetrom_meta_step(
     model: nn.Module,
     head: EpisodicHead,
@@ -605,9 +626,7 @@ def hetrom_meta_step(
     optimizer.zero_grad(set_to_none=False)
     losses = compute_task_losses(model, head, batch)
     rank_start = time.perf_counter()
-    g_losses = comm.all_gather(losses.detach().double())
-    g_index = comm.all_gather(batch.task_index)
-    g_kind = comm.all_gather(batch.kind_code)
+    g_losses, g_index, g_kind = _gather_tasks(comm, losses, batch)
     sel = objective.select(g_losses, g_index, g_kind, step=batch.step)
     is_local = batch.task_index.unsqueeze(1) == g_index.unsqueeze(0)  # T x B
     local_selected = (is_local & sel.selected.unsqueeze(0)).any(1)

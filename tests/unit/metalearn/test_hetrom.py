@@ -320,3 +320,22 @@ def test_dual_thresholds_keep_k_minus_m_tasks_on_the_first_batch(m, k, n) -> Non
     assert int(sel.selected.sum()) == k - m
     assert int(sel.dropped_top.sum()) == m
     assert int(sel.dropped_bottom.sum()) == n - k
+
+
+def test_a_meta_step_gathers_losses_indices_and_kinds_in_one_collective() -> None:
+    from raymeta.metalearn.hetrom import LocalCollectives
+
+    class Counting(LocalCollectives):
+        gathers = 0
+
+        def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+            Counting.gathers += 1
+            return super().all_gather(tensor)
+
+    stream, model, head, obj, opt = tiny_setup(RankedRange(m=2, k=6))
+    batch = stream.batch(0)
+    rec = hetrom_meta_step(model, head, obj, opt, batch, collectives=Counting())
+    assert Counting.gathers == 1
+    assert torch.equal(rec.task_index, batch.task_index)
+    assert torch.equal(rec.kind_code, batch.kind_code)
+    assert rec.losses.dtype == torch.float64 and len(rec.losses) == len(batch)
