@@ -2,11 +2,12 @@
 
 - :func:`build_hetrom_components` turns a :class:`~raymeta.config.HeTRoMConfig`
   into the embedding, head, objective, optimizer and episode streams (built-in task
-  families, or the user's labelled data: :func:`labelled_family`).
+  families, or the user's labelled data:
+  :func:`raymeta.tasks.labelled.labelled_families`).
 - :class:`HeTRoMProgram`: every rank draws its slice of the global meta-batch, all
-  ranks all-gather the detached task losses, indices and kinds, select identically,
-  backpropagate the rescaled band loss and average gradients (one flattened
-  all-reduce). λ / λ̂ of the dual rule come from the same gathered losses on every
+  ranks all-gather the detached task losses, indices and kinds (one collective),
+  select identically, backpropagate the rescaled band loss and average gradients
+  (one flattened all-reduce). λ / λ̂ of the dual rule come from the same gathered losses on every
   rank, so they stay identical; they are checkpointed with the model, the optimizer
   and the step (episode streams are pure functions of the step). Its rows are the
   per-task ``task_stats`` of every step.
@@ -19,14 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from raymeta.config import HeTRoMConfig
-from raymeta.errors import TrainingSetupError
 from raymeta.metalearn.heads import EpisodicHead, build_head
 from raymeta.metalearn.hetrom import (
     NormalizedMLP,
@@ -39,15 +38,13 @@ from raymeta.metalearn.hetrom import (
 )
 from raymeta.metalearn.models import AutocastForward, build_model
 from raymeta.metalearn.optim import build_optimizer
-from raymeta.tasks.episodes import LabelledData
 from raymeta.tasks.fewshot import (
     TASK_FAMILIES,
-    DatasetFamily,
     EpisodeStream,
     TaskFamily,
     build_task_family,
 )
-from raymeta.tasks.sources import as_arrays
+from raymeta.tasks.labelled import labelled_families
 from raymeta.training import collectives
 from raymeta.training.checkpointing import TrainingState
 from raymeta.training.skeleton import WorkerContext
@@ -59,7 +56,6 @@ __all__ = [
     "Normalized",
     "build_hetrom_components",
     "evaluate_components",
-    "labelled_family",
     "train_hetrom_in_process",
 ]
 
@@ -104,71 +100,6 @@ def _rule_kwargs(cfg: HeTRoMConfig) -> dict[str, Any]:
     }[cfg.rule]
 
 
-def labelled_family(
-    cfg: HeTRoMConfig, data: Any
-) -> tuple[DatasetFamily, DatasetFamily]:
-    """Train and test families over the user's labelled data.
-
-    ``data`` is ``{"train": ..., "test": ...}`` or one labelled set whose classes are
-    split (``[data] test_classes`` of them, chosen by ``cfg.seed``, go to testing).
-
-    Raises:
-        TrainingSetupError: A split has fewer classes than ``ways`` or a class fewer
-            examples than ``shots + queries``.
-    """
-    section = cfg.data
-    if isinstance(data, dict) and "train" in data:
-        train = as_arrays(data["train"], section, what="data split 'train'")
-        test = (
-            as_arrays(data["test"], section, what="data split 'test'")
-            if data.get("test") is not None
-            else None
-        )
-    else:
-        train, test = as_arrays(data, section, what="labelled data"), None
-    if test is None:
-        train, test = _split_classes(train, section.test_classes, cfg.seed)
-    return _family(cfg, train, "train"), _family(cfg, test, "test")
-
-
-def _split_classes(arrays: Any, fraction: float, seed: int) -> tuple[Any, Any]:
-    classes = torch.unique(arrays.y)
-    order = classes[
-        torch.randperm(len(classes), generator=torch.Generator().manual_seed(seed))
-    ]
-    n_test = max(1, math.floor(len(classes) * fraction))
-    is_test = torch.isin(arrays.y, order[:n_test])
-    pick = [
-        dataclasses.replace(arrays, x=arrays.x[m], y=arrays.y[m], ids=arrays.ids[m])
-        for m in (~is_test, is_test)
-    ]
-    return pick[0], pick[1]
-
-
-def _family(cfg: HeTRoMConfig, arrays: Any, split: str) -> DatasetFamily:
-    d = cfg.data
-    classes = torch.unique(arrays.y)
-    need = d.shots + d.queries
-    counts = torch.bincount(arrays.y)[classes]
-    if len(classes) < d.ways:
-        raise TrainingSetupError(
-            f"the {split} split has {len(classes)} classes, fewer than ways={d.ways}"
-        )
-    if int(counts.min()) < need:
-        raise TrainingSetupError(
-            f"a class of the {split} split has {int(counts.min())} examples, fewer "
-            "than "
-            f"shots + queries = {need}; lower them or drop small classes"
-        )
-    return DatasetFamily(
-        data=LabelledData(arrays.x.float(), arrays.y),
-        ways=d.ways,
-        shots=d.shots,
-        queries=d.queries,
-        family_seed=cfg.seed,
-    )
-
-
 def _families(cfg: HeTRoMConfig, data: Any) -> tuple[TaskFamily, TaskFamily]:
     if data is None and cfg.data.dataset in TASK_FAMILIES:
         kwargs: dict[str, Any] = {"shots": cfg.data.shots, "queries": cfg.data.queries}
@@ -188,7 +119,7 @@ def _families(cfg: HeTRoMConfig, data: Any) -> tuple[TaskFamily, TaskFamily]:
         from raymeta.tasks.sources import load_user_data
 
         data = load_user_data(cfg.data)
-    return labelled_family(cfg, data)
+    return labelled_families(cfg.data, data, seed=cfg.seed)
 
 
 def _embedding(cfg: HeTRoMConfig, family: TaskFamily) -> torch.nn.Module:
