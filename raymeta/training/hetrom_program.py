@@ -7,9 +7,10 @@
 - :class:`HeTRoMProgram`: every rank draws its slice of the global meta-batch, all
   ranks all-gather the detached task losses, indices and kinds (one collective),
   select identically, backpropagate the rescaled band loss and average gradients
-  (one flattened all-reduce). λ / λ̂ of the dual rule come from the same gathered losses on every
-  rank, so they stay identical; they are checkpointed with the model, the optimizer
-  and the step (episode streams are pure functions of the step). Its rows are the
+  (one flattened all-reduce). λ / λ̂ of the dual rule come from the same gathered
+  losses on every rank, so they stay identical; they are checkpointed with the
+  model, the optimizer and the step (episode streams are pure functions of the
+  step). Its rows are the
   per-task ``task_stats`` of every step.
 - :func:`train_hetrom_in_process` runs the same meta step without Ray.
 

@@ -150,8 +150,8 @@ class _Loop:
         cfg, state = self.cfg, self.program.state
         every = cfg.checkpoint_every
         checkpoint_now = (every and step % every == 0) or step == cfg.steps
-        if cfg.check_every and step % cfg.check_every == 0:
-            self.program.check_replicas()
+        if cfg.check_every and step % cfg.check_every == 0 and not checkpoint_now:
+            self.program.check_replicas()  # a checkpoint step checks below anyway
         if not (checkpoint_now or step % cfg.report_every == 0):
             return
         row = {
