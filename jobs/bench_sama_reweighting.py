@@ -6,6 +6,7 @@ Usage::
     python jobs/bench_sama_reweighting.py --part sensitivity --seeds 0,1,2 \
         --meta-lrs 1e-3,3e-3,1e-2
     python jobs/bench_sama_reweighting.py --part prune --seeds 0,1,2
+    python jobs/bench_sama_reweighting.py --part glyphs --seeds 0,1,2 --steps 600
 
 ``reweight``: 40% symmetric label noise, 100-example clean meta set; plain training,
 plain on noisy + meta set, plain early-stopped on the meta set, clean meta set only,
@@ -17,6 +18,11 @@ the evaluations in the last quarter of ``--score-steps``) vs random and EL2N at
 ``--keep`` (default 0.7, i.e. 30% pruned), each retrained from scratch for
 ``--steps``. ``--prune-noise`` adds symmetric label noise to the training set (the
 rows then also report the fraction of noisy examples each method keeps).
+``glyphs``: 20-way classification of rendered glyphs (:func:`raymeta.tasks.glyphs.
+glyph_classification`, 100 examples per class: 10 clean meta, 30 test, 60 training
+with 40% symmetric label noise) on a Conv4, passed to :func:`raymeta.training.fit` as
+the user's own arrays (the bring-your-own path): plain, early-stopped on the meta
+set, clean meta set only, SAMA-MWN (weight AUC from the known noise mask).
 Every run is a ``TorchTrainer`` in local mode (``num_workers=0``, one process); the
 figures are printed and appended to the results store table ``benchmarks``.
 """
@@ -54,11 +60,18 @@ BASE = dict(
 DATA_KEYS = ("noise_rate", "train_set", "keep_ids_path")
 
 
-def run(tmp: str, name: str, **overrides):
+GLYPH_BASE = BASE | dict(
+    batch_size=64,
+    eval_every=50,
+    model={"factory": "conv4", "hidden": []},
+)
+
+
+def run(tmp: str, name: str, *, data=None, base=BASE, **overrides):
     changes = {f"data.{k}" if k in DATA_KEYS else k: v for k, v in overrides.items()}
-    cfg = override(parse_config({**BASE, "storage": {"storage_path": tmp}}), changes)
+    cfg = override(parse_config({**base, "storage": {"storage_path": tmp}}), changes)
     t0 = time.perf_counter()
-    summary = fit(cfg, run_name=f"{name}-{time.time_ns()}").return_value
+    summary = fit(cfg, data=data, run_name=f"{name}-{time.time_ns()}").return_value
     figures = summary_metrics(summary)
     figures["seconds"] = time.perf_counter() - t0
     return cfg, summary, figures
@@ -102,6 +115,65 @@ def reweight_rows(tmp, seed, steps, meta_lr):
     add("sama_mwn_adam", sama["weight_auc"], "weight_auc")
     add("sama_mwn_adam", sama["mean_weight_clean"], "mean_weight_clean")
     add("sama_mwn_adam", sama["mean_weight_noisy"], "mean_weight_noisy")
+    add("sama_mwn_adam", sama["seconds"], "seconds")
+    return rows
+
+
+def glyph_splits(seed: int, noise: float = 0.4, classes: int = 20):
+    """Noisy train / clean meta / test arrays of glyph classes, and the noise mask."""
+    from raymeta.tasks.datasets import symmetric_label_noise
+    from raymeta.tasks.glyphs import glyph_classification
+
+    data = glyph_classification(num_classes=classes, examples_per_class=100, seed=0)
+    x, y = data.features.reshape(len(data), -1), data.labels
+    rng = np.random.default_rng(seed)
+    parts = {"meta": [], "test": [], "train": []}
+    for c in range(classes):
+        rows = rng.permutation(np.flatnonzero(y.numpy() == c))
+        parts["meta"].append(rows[:10])
+        parts["test"].append(rows[10:40])
+        parts["train"].append(rows[40:])
+    idx = {k: torch.as_tensor(np.sort(np.concatenate(v))) for k, v in parts.items()}
+    observed, flipped = symmetric_label_noise(
+        y[idx["train"]].numpy(), noise, classes, rng
+    )
+    splits = {k: (x[i], y[i]) for k, i in idx.items()}
+    splits["train"] = (x[idx["train"]], torch.as_tensor(observed))
+    return splits, torch.as_tensor(flipped)
+
+
+def glyph_rows(tmp, seed, steps, meta_lr):
+    from raymeta.metalearn.reweighting import weight_auc
+
+    data, noisy = glyph_splits(seed)
+    rows = []
+
+    def add(method, value, metric="test_acc"):
+        rows.append(
+            dict(
+                family="glyphs20-conv4-noise0.4",
+                method=method,
+                seed=seed,
+                metric=metric,
+                value=value,
+            )
+        )
+
+    common = dict(data=data, base=GLYPH_BASE, seed=seed, steps=steps)
+    _, _, plain = run(tmp, "glyph-plain", application="plain", **common)
+    add("plain", plain["test_acc"])
+    add("early_stop_on_meta", plain["test_acc_at_best_meta"])
+    add("plain", plain["seconds"], "seconds")
+    _, _, meta = run(tmp, "glyph-meta", application="plain", train_set="meta", **common)
+    add("clean_meta_only", meta["test_acc"])
+    _, summary, sama = run(
+        tmp, "glyph-sama", application="reweight", meta_lr=meta_lr, **common
+    )
+    weights = torch.as_tensor(np.array(summary["weights"]))
+    add("sama_mwn_adam", sama["test_acc"])
+    add("sama_mwn_adam", weight_auc(weights, noisy), "weight_auc")
+    add("sama_mwn_adam", float(weights[~noisy].mean()), "mean_weight_clean")
+    add("sama_mwn_adam", float(weights[noisy].mean()), "mean_weight_noisy")
     add("sama_mwn_adam", sama["seconds"], "seconds")
     return rows
 
@@ -224,7 +296,9 @@ def print_table(rows):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--part", choices=["reweight", "sensitivity", "prune"], required=True
+        "--part",
+        choices=["reweight", "sensitivity", "prune", "glyphs"],
+        required=True,
     )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=3000)
@@ -235,14 +309,17 @@ def main():
     parser.add_argument("--score-steps", type=int, default=1000)
     parser.add_argument("--prune-meta-lr", type=float, default=1e-3)
     parser.add_argument("--results", default=None, help="results-store root")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="sama-bench-") as tmp:
         for seed in seeds:
             if args.part == "reweight":
                 new = reweight_rows(tmp, seed, args.steps, args.meta_lr)
+            elif args.part == "glyphs":
+                new = glyph_rows(tmp, seed, args.steps, args.meta_lr)
             elif args.part == "sensitivity":
                 lrs = [float(x) for x in args.meta_lrs.split(",")]
                 new = sensitivity_rows(tmp, seed, args.steps, lrs)

@@ -225,7 +225,8 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     known_problems = len(problems)
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            renamed = [_KEY_RENAMES[key]] if _KEY_RENAMES.get(key) in fields else []
+            close = renamed or difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(
                 f"{prefix}{key}: unknown key{hint} (valid keys: {sorted(fields)})"
@@ -320,7 +321,7 @@ def _name(hint: Any) -> str:
 # --------------------------------------------------------------------------------------
 
 #: Built-in model factories (``[model] factory``); anything else is an import path.
-BUILTIN_MODELS = ("mlp", "cnn", "conv4")
+BUILTIN_MODELS = ("mlp", "cnn", "conv4", "resnet12")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -329,7 +330,8 @@ class ModelSection:
 
     Attributes:
         factory: "mlp", "cnn" (small CNN, 32 channels), "conv4" (64 channels, the
-            few-shot Conv4) for square grey images, an import
+            few-shot Conv4), "resnet12" (the few-shot ResNet-12; ``kwargs``
+            ``channels`` sets its four widths) for square grey images, an import
             path ``"package.module:function"``, or (in code) a callable; a factory
             is called with ``kwargs`` and must return a ``torch.nn.Module``.
         hidden: Hidden widths of the built-in MLP / CNN head (empty = linear).
@@ -507,7 +509,10 @@ class HeTRoMData(DataSection):
 
     Attributes:
         ways, shots, queries: The episode shape.
-        noisy_fraction, outlier_fraction, noise_prob: Injected contamination.
+        noisy_fraction, outlier_fraction, noise_prob: Injected contamination
+            (noisy: labels resampled w.p. ``noise_prob``; outlier: from the
+            family's outlier domain).
+        easy_fraction: Share of easy tasks (the family's ``sample_easy``).
         test_classes: Fraction of a user dataset's classes held out for testing
             (ignored when the data function returns its own ``test`` split).
     """
@@ -519,6 +524,7 @@ class HeTRoMData(DataSection):
     noisy_fraction: float = 0.2
     outlier_fraction: float = 0.2
     noise_prob: float = 0.8
+    easy_fraction: float = 0.0
     test_classes: float = 0.3
 
     def problems(self) -> list[str]:
@@ -527,11 +533,16 @@ class HeTRoMData(DataSection):
         for name in ("ways", "shots", "queries"):
             if getattr(self, name) < 1:
                 out.append(f"data.{name}: must be >= 1, got {getattr(self, name)}")
-        fracs = (self.noisy_fraction, self.outlier_fraction, self.noise_prob)
-        if min(fracs) < 0 or max(fracs) > 1 or sum(fracs[:2]) > 1:
+        fracs = (
+            self.noisy_fraction,
+            self.outlier_fraction,
+            self.easy_fraction,
+            self.noise_prob,
+        )
+        if min(fracs) < 0 or max(fracs) > 1 or sum(fracs[:3]) > 1:
             out.append(
-                "data.noisy_fraction, outlier_fraction, noise_prob: each in [0, 1] "
-                f"and noisy + outlier <= 1; got {fracs}"
+                "data.noisy_fraction, outlier_fraction, easy_fraction, noise_prob: "
+                f"each in [0, 1] and noisy + outlier + easy <= 1; got {fracs}"
             )
         if not 0 < self.test_classes < 1:
             out.append(f"data.test_classes: must be in (0, 1), got {self.test_classes}")
@@ -630,6 +641,9 @@ class TrainingConfig(JobConfig):
         )
 
 
+#: Keys renamed in place (old -> new), named in the unknown-key error.
+_KEY_RENAMES = {"head": "learner"}
+
 #: Flat keys of the old layout whose sectioned name differs (section.key).
 _RENAMED = {
     "base_optimizer": "optim.name",
@@ -722,11 +736,14 @@ class HeTRoMConfig(TrainingConfig):
     """HeTRoM: ranked-range episodic meta-learning (``jobs/train_hetrom.py``).
 
     Top-level keys: the selection rule (``rule`` in plain/oracle/sort/dual/lognormal
-    with ``m``, ``k``, ``threshold_lr``, ``c_hi``, ``c_lo``, ``warmup_steps``), the head
-    (``head``, ``inner_steps``, ``inner_lr``, ``l2``, ``first_order``), the embedding
-    size (``embedding_dim``, ``embedding_scale`` of the built-in MLP) and the run
-    (``steps``, ``tasks_per_batch``, ``test_tasks``, ``test_batch``). ``m`` and ``k``
-    count tasks of the global meta-batch; ``[optim]`` trains the embedding.
+    with ``m``, ``k``, ``threshold_lr``, ``c_hi``, ``c_lo``, ``warmup_steps``), the
+    meta-learner (``learner`` in linear/protonet/anil/maml, with the inner loop
+    ``inner_steps``, ``inner_lr``, ``l2``, ``first_order``), the embedding size
+    (``embedding_dim``, ``embedding_scale`` of the built-in backbones; MAML's network
+    outputs the logits instead) and the run (``steps``, ``tasks_per_batch``,
+    ``test_tasks``, ``test_batch``). ``m`` and ``k`` count tasks of the global
+    meta-batch; ``[optim]`` trains every meta-parameter (backbone, ANIL's head
+    init).
     """
 
     rule: Literal["plain", "oracle", "sort", "dual", "lognormal"] = "sort"
@@ -736,7 +753,7 @@ class HeTRoMConfig(TrainingConfig):
     c_hi: float = 1.0
     c_lo: float = 2.5
     warmup_steps: int = 100
-    head: Literal["linear", "protonet"] = "linear"
+    learner: Literal["linear", "protonet", "anil", "maml"] = "linear"
     inner_steps: int = 10
     inner_lr: float = 0.5
     l2: float = 1e-3
@@ -760,6 +777,8 @@ class HeTRoMConfig(TrainingConfig):
         for name in ("inner_steps", "warmup_steps"):
             if getattr(self, name) < 0:
                 out.append(f"{name}: must be >= 0, got {getattr(self, name)}")
+        if self.learner == "maml" and self.inner_steps < 1:
+            out.append(f"inner_steps: MAML needs >= 1, got {self.inner_steps}")
         for name in ("inner_lr", "threshold_lr", "embedding_scale"):
             if not getattr(self, name) > 0:
                 out.append(f"{name}: must be > 0, got {getattr(self, name)}")

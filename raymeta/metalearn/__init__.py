@@ -4,8 +4,8 @@
   adaptation; baselines (unrolled, Neumann, CG) in :mod:`~raymeta.metalearn.baselines`;
   applications: meta-weight-net reweighting and data-pruning scores.
 - HeTRoM (:mod:`raymeta.metalearn.hetrom`): ranked-range task selection (exact sort,
-  two-scalar dual, log-normal thresholds) over episodic heads
-  (:mod:`~raymeta.metalearn.heads`).
+  two-scalar dual, log-normal thresholds) over episodic meta-learners
+  (:mod:`~raymeta.metalearn.learners`: linear head, ProtoNet, ANIL, MAML).
 """
 
 from raymeta.metalearn.baselines import (
@@ -36,7 +36,6 @@ from raymeta.metalearn.hetrom import (
     StepRecord,
     band_loss,
     build_selection_rule,
-    compute_task_losses,
     dual_objective,
     evaluate_episodic,
     hetrom_meta_step,
@@ -46,6 +45,14 @@ from raymeta.metalearn.hetrom import (
     selection_quality,
     top_k,
     trimmed,
+)
+from raymeta.metalearn.learners import (
+    ANIL,
+    LEARNERS,
+    MAML,
+    EpisodicLearner,
+    HeadLearner,
+    build_learner,
 )
 from raymeta.metalearn.problem import (
     BilevelProblem,
@@ -88,7 +95,13 @@ __all__ = [
     "BilevelProblem",
     "Collectives",
     "DualThresholds",
+    "ANIL",
+    "LEARNERS",
+    "MAML",
     "EpisodicHead",
+    "EpisodicLearner",
+    "HeadLearner",
+    "build_learner",
     "HEADS",
     "LinearHead",
     "LocalCollectives",
@@ -114,7 +127,6 @@ __all__ = [
     "cg_hypergradient",
     "check_batches",
     "check_optimizer_supported",
-    "compute_task_losses",
     "dual_objective",
     "el2n_scores",
     "ema_update_",

@@ -36,6 +36,7 @@ __all__ = [
     "LinearHead",
     "ProtoNetHead",
     "build_head",
+    "per_task_loss",
     "task_metric",
 ]
 
@@ -64,7 +65,7 @@ class EpisodicHead(Protocol):
         ...
 
 
-def _per_task_loss(
+def per_task_loss(
     outputs: torch.Tensor, y: torch.Tensor, problem: Problem
 ) -> torch.Tensor:
     """Mean loss per task ``T``; outputs ``T x N x C`` (or ``T x N``), y ``T x N``."""
@@ -114,26 +115,48 @@ class LinearHead:
         return out.squeeze(-1) if self.problem == "regression" else out
 
     def adapt(
-        self, support_z: torch.Tensor, support_y: torch.Tensor
+        self,
+        support_z: torch.Tensor,
+        support_y: torch.Tensor,
+        init: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Fit the head to each task's support set.
 
         Args:
             support_z: ``T x S x D`` support embeddings.
             support_y: ``T x S`` labels or targets.
+            init: Shared start ``(W0 D x C, b0 C)`` (ANIL's meta-learned head);
+                zeros if ``None``.
 
         Returns:
             ``(weight T x D x C, bias T x C)``, differentiable w.r.t. the embeddings
-            unless ``first_order``.
+            and ``init`` unless ``first_order``; first-order keeps an identity
+            path to ``init`` (FOMAML: the adapted head is ``init`` plus a constant).
         """
         t, _, d = support_z.shape
-        weight = support_z.new_zeros(t, d, self.out_features, requires_grad=True)
-        bias = support_z.new_zeros(t, self.out_features, requires_grad=True)
-        keep_graph = not self.first_order and support_z.requires_grad
+        c = self.out_features
+        w0, b0 = (
+            init
+            if init is not None
+            else (
+                support_z.new_zeros(d, c),
+                support_z.new_zeros(c),
+            )
+        )
+        track = torch.is_grad_enabled() and (
+            support_z.requires_grad or w0.requires_grad
+        )
+        keep_graph = track and not self.first_order
         with torch.enable_grad():
+            weight, bias = w0.expand(t, d, c), b0.expand(t, c)
+            if not keep_graph:
+                weight, bias = weight.detach(), bias.detach()
+            if not weight.requires_grad:  # zero start, or no graph kept: fresh leaves
+                weight = weight.clone().requires_grad_()
+                bias = bias.clone().requires_grad_()
             for _ in range(self.steps):
                 out = self._outputs(weight, bias, support_z)
-                inner = _per_task_loss(out, support_y, self.problem).sum()
+                inner = per_task_loss(out, support_y, self.problem).sum()
                 inner = inner + 0.5 * self.l2 * (weight**2).sum()
                 gw, gb = torch.autograd.grad(
                     inner, (weight, bias), create_graph=keep_graph
@@ -141,13 +164,20 @@ class LinearHead:
                 weight, bias = weight - self.lr * gw, bias - self.lr * gb
         if not keep_graph:
             weight, bias = weight.detach(), bias.detach()
+        if track and not keep_graph:  # first order: identity path to the start
+            weight = w0 + (weight - w0).detach()
+            bias = b0 + (bias - b0).detach()
         return weight, bias
 
     def predict(
-        self, support_z: torch.Tensor, support_y: torch.Tensor, query_z: torch.Tensor
+        self,
+        support_z: torch.Tensor,
+        support_y: torch.Tensor,
+        query_z: torch.Tensor,
+        init: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Query outputs ``T x Q x C`` (``T x Q`` for regression)."""
-        weight, bias = self.adapt(support_z, support_y)
+        weight, bias = self.adapt(support_z, support_y, init)
         return self._outputs(weight, bias, query_z)
 
     def task_losses(
@@ -159,7 +189,7 @@ class LinearHead:
     ) -> torch.Tensor:
         """Query loss per task ``T`` (cross-entropy or MSE)."""
         out = self.predict(support_z, support_y, query_z)
-        return _per_task_loss(out, query_y, self.problem)
+        return per_task_loss(out, query_y, self.problem)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -201,7 +231,7 @@ class ProtoNetHead:
     ) -> torch.Tensor:
         """Query cross-entropy per task ``T``."""
         logits = self.predict(support_z, support_y, query_z)
-        return _per_task_loss(logits, query_y, "classification")
+        return per_task_loss(logits, query_y, "classification")
 
 
 def task_metric(

@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from raymeta.errors import SelectionError
-from raymeta.metalearn.heads import EpisodicHead, task_metric
+from raymeta.metalearn.heads import task_metric
+from raymeta.metalearn.learners import EpisodicLearner
 from raymeta.tasks.episodes import TASK_KINDS, EpisodeBatch
 
 __all__ = [
@@ -56,7 +57,6 @@ __all__ = [
     "StepRecord",
     "band_loss",
     "build_selection_rule",
-    "compute_task_losses",
     "dual_objective",
     "evaluate_episodic",
     "hetrom_meta_step",
@@ -433,8 +433,10 @@ def band_loss(
 def selection_quality(
     dropped_top: torch.Tensor, kind_code: torch.Tensor
 ) -> tuple[float, float]:
-    """Precision and recall of the dropped-top set against non-clean kinds."""
-    bad = kind_code != TASK_KINDS.index("clean")
+    """Precision and recall of the dropped-top set against noisy and outlier tasks."""
+    bad = (kind_code == TASK_KINDS.index("noisy")) | (
+        kind_code == TASK_KINDS.index("outlier")
+    )
     hits = float((dropped_top & bad).sum())
     precision = hits / max(float(dropped_top.sum()), 1.0)
     recall = hits / max(float(bad.sum()), 1.0)
@@ -486,16 +488,6 @@ class NormalizedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed ``... x F`` to ``... x D`` with norm ``scale``."""
         return normalize_embedding(self.net(x), self.scale)
-
-
-def compute_task_losses(
-    model: nn.Module, head: EpisodicHead, batch: EpisodeBatch
-) -> torch.Tensor:
-    """Query loss of every task of ``batch`` after head adaptation, shape ``T``."""
-    t, s = batch.support_x.shape[:2]
-    x = torch.cat([batch.support_x, batch.query_x], 1)
-    z = model(x.reshape(-1, x.shape[-1])).reshape(t, x.shape[1], -1)
-    return head.task_losses(z[:, :s], batch.support_y, z[:, s:], batch.query_y)
 
 
 class Collectives(Protocol):
@@ -599,8 +591,7 @@ def _gather_tasks(
 
 
 def hetrom_meta_step(
-    model: nn.Module,
-    head: EpisodicHead,
+    learner: EpisodicLearner,
     objective: RobustTaskObjective,
     optimizer: torch.optim.Optimizer,
     batch: EpisodeBatch,
@@ -614,17 +605,17 @@ def hetrom_meta_step(
     :func:`band_loss`, averages the gradients across ranks and steps ``optimizer``.
 
     Args:
-        model: Embedding network (not DDP-wrapped; gradients are averaged here).
-        head: Per-task head.
+        learner: The meta-learner (not DDP-wrapped; gradients are averaged here),
+            e.g. from :func:`~raymeta.metalearn.learners.build_learner`.
         objective: Selection rule plus warm-up.
-        optimizer: Over ``model.parameters()``.
+        optimizer: Over ``learner.parameters()``.
         batch: This rank's tasks.
         collectives: Cross-rank operations; :class:`LocalCollectives` if ``None``.
     """
     comm = collectives or LocalCollectives()
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=False)
-    losses = compute_task_losses(model, head, batch)
+    losses = learner.task_losses(batch)
     rank_start = time.perf_counter()
     g_losses, g_index, g_kind = _gather_tasks(comm, losses, batch)
     sel = objective.select(g_losses, g_index, g_kind, step=batch.step)
@@ -636,7 +627,7 @@ def hetrom_meta_step(
         losses, local_selected, num_selected=n_sel, world_size=comm.world_size
     )
     band.backward()
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in learner.parameters() if p.requires_grad]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -656,25 +647,19 @@ def hetrom_meta_step(
 
 
 def evaluate_episodic(
-    model: nn.Module,
-    head: EpisodicHead,
-    batches: Sequence[EpisodeBatch],
+    learner: EpisodicLearner, batches: Sequence[EpisodeBatch]
 ) -> tuple[float, float]:
     """Mean per-task metric and its 95% CI half-width over test batches.
 
-    The metric is accuracy for classification heads and MSE for regression heads.
-    The embedding is frozen; only the head adapts per task.
+    The metric is accuracy for classification and MSE for regression. The
+    meta-parameters stay fixed; each task adapts as in training.
 
     Returns:
         ``(mean, 1.96 * std / sqrt(num_tasks))``.
     """
     values = []
     for batch in batches:
-        t, s = batch.support_x.shape[:2]
-        x = torch.cat([batch.support_x, batch.query_x], 1)
-        with torch.no_grad():
-            z = model(x.reshape(-1, x.shape[-1])).reshape(t, x.shape[1], -1)
-        out = head.predict(z[:, :s], batch.support_y, z[:, s:])
-        values.append(task_metric(out.detach(), batch.query_y, head.problem))
+        out = learner.predict(batch)
+        values.append(task_metric(out, batch.query_y, learner.problem))
     v = torch.cat(values).double().cpu().numpy()
     return float(v.mean()), float(1.96 * v.std(ddof=1) / np.sqrt(len(v)))

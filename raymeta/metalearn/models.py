@@ -1,7 +1,9 @@
 """Model builders for the training methods: built-in MLP / small CNN, or the user's.
 
 A model is named by the ``[model]`` section (:class:`raymeta.config.ModelSection`):
-``"mlp"``, ``"cnn"``, an import path ``"package.module:function"`` (so a
+``"mlp"``, ``"cnn"``, ``"conv4"``, ``"resnet12"``
+(:mod:`~raymeta.metalearn.resnet`; ``kwargs = {channels = [...]}`` narrows it), an
+import path ``"package.module:function"`` (so a
 ``ray job submit --working-dir`` job can use the user's own code) or, in code, any
 callable. A user factory is called with the section's ``kwargs`` and must return a
 ``torch.nn.Module``; it runs under a forked, seeded torch RNG, so every rank builds
@@ -206,12 +208,19 @@ def build_model(
         return build_mlp(
             [numel, *section.hidden, out_features], generator=gen, dtype=dtype
         )
-    if section.factory in ("cnn", "conv4"):
+    if section.factory in ("cnn", "conv4", "resnet12"):
         side = math.isqrt(numel)
         if side * side != numel:
             raise TrainingSetupError(
                 f"model.factory {section.factory!r} needs square grey images; an "
                 f"example has shape {tuple(in_shape)} ({numel} values, not a square)"
+            )
+        if section.factory == "resnet12":
+            from raymeta.metalearn.resnet import ResNet12
+
+            widths = section.kwargs.get("channels", (64, 160, 320, 640))
+            return ResNet12(
+                side, out_features, channels=widths, generator=gen, dtype=dtype
             )
         channels = 64 if section.factory == "conv4" else 32
         return SmallCNN(

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Ground-truth kinds a task can carry; the integer code is the list position.
-TASK_KINDS: tuple[str, ...] = ("clean", "noisy", "outlier", "unknown")
+TASK_KINDS: tuple[str, ...] = ("clean", "noisy", "outlier", "unknown", "easy")
 
 
 class LabelledData:

@@ -9,11 +9,17 @@ Families draw one :class:`~raymeta.tasks.episodes.Episode` from a generator:
   tasks are lines.
 - ``digits`` (:class:`DatasetFamily` over scikit-learn's bundled digits): smoke only;
   outlier tasks use a fixed pixel permutation.
+- ``glyphs``: rendered characters (:mod:`raymeta.tasks.glyphs`); outlier tasks come
+  from another domain (scikit-learn's digits upscaled to the glyph canvas, or pure
+  noise images, or permuted pixels).
 - ``image_folder``: one folder per class (:mod:`raymeta.tasks.imagefolder`).
 
 :class:`EpisodeStream` turns a family into meta-batches, injecting noisy tasks (labels
-resampled with probability ``noise_prob``) and outlier tasks; every task carries its
-ground-truth kind. Build families by name with :func:`build_task_family`.
+resampled with probability ``noise_prob``), outlier tasks and easy tasks (a family's
+``sample_easy``: Gaussian clusters four times further apart; for labelled data, one
+example per class repeated as every support and query example, so a query is a copy
+of its class's support); every task carries its ground-truth kind. Build families
+by name with :func:`build_task_family`.
 
 Example:
     >>> family = build_task_family("gaussian_clusters", ways=5, shots=1, queries=15)
@@ -77,6 +83,8 @@ class TaskFamily(Protocol):
         """Return a noisy copy: each label resampled with probability ``p``."""
         ...
 
+    # optional: ``sample_easy(rng) -> Episode`` draws an easy task (kind "easy")
+
 
 def resample_labels(
     episode: Episode, p: float, ways: int, rng: np.random.Generator
@@ -135,6 +143,7 @@ class GaussianClusterFamily:
     mean_std: float = 1.0
     signal_std: float = 0.6
     nuisance_std: float = 2.0
+    easy_spread: float = 4.0
     family_seed: int = 0
     problem: Problem = "classification"
 
@@ -156,7 +165,14 @@ class GaussianClusterFamily:
         """Input dimension (signal + nuisance)."""
         return self.signal_dims + self.nuisance_dims
 
-    def sample_episode(self, rng: np.random.Generator, *, outlier: bool) -> Episode:
+    def sample_easy(self, rng: np.random.Generator) -> Episode:
+        """A clean task with class means ``easy_spread`` times further apart."""
+        ep = self.sample_episode(rng, outlier=False, easy=True)
+        return dataclasses.replace(ep, kind="easy")
+
+    def sample_episode(
+        self, rng: np.random.Generator, *, outlier: bool, easy: bool = False
+    ) -> Episode:
         """Draw one episode (see the class docstring for the distributions)."""
         ways, sd, nd = self.ways, self.signal_dims, self.nuisance_dims
         if outlier:
@@ -171,6 +187,7 @@ class GaussianClusterFamily:
 
         else:
             means = rng.normal(0.0, self.mean_std, (ways, 1, sd))
+            means = means * (self.easy_spread if easy else 1.0)
 
             def draw(n: int) -> np.ndarray:
                 sig = means + rng.normal(0.0, self.signal_std, (ways, n, sd))
@@ -289,6 +306,21 @@ class DatasetFamily:
         """Resample labels with probability ``p``."""
         return resample_labels(episode, p, self.ways, rng)
 
+    def sample_easy(self, rng: np.random.Generator) -> Episode:
+        """One example per class, repeated as every support and query example."""
+        desc = NWays(self.ways)(self.data, None, rng)
+        rows = np.asarray(
+            [rng.choice(self.data.class_rows[int(c)]) for c in desc.classes]
+        )
+        order = torch.from_numpy(rng.permutation(self.ways))
+        x = self.data.features[torch.from_numpy(rows)].reshape(self.ways, -1).float()
+
+        def repeat(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return x.repeat_interleave(n, 0), order.repeat_interleave(n)
+
+        (sx, sy), (qx, qy) = repeat(self.shots), repeat(self.queries)
+        return Episode(sx, sy, qx, qy, kind="easy")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EpisodeStream:
@@ -296,8 +328,9 @@ class EpisodeStream:
 
     Task ``i`` of step ``s`` is a pure function of ``(seed, stream, s, i)``: its kind
     is drawn first (noisy w.p. ``noisy_fraction``, outlier w.p.
-    ``outlier_fraction``), then its data. Ranks take disjoint slices of the global
-    meta-batch, and a restart at step ``s`` reproduces the same batches.
+    ``outlier_fraction``, easy w.p. ``easy_fraction``), then its data. Ranks take
+    disjoint slices of the global meta-batch, and a restart at step ``s`` reproduces
+    the same batches.
 
     Args:
         family: A :class:`TaskFamily`.
@@ -307,6 +340,7 @@ class EpisodeStream:
         outlier_fraction: Probability that a task is an outlier.
         noise_prob: Label-resampling probability inside a noisy task.
         stream: Independent stream id (use another one for test tasks).
+        easy_fraction: Probability that a task is easy (needs ``sample_easy``).
     """
 
     family: TaskFamily
@@ -316,18 +350,29 @@ class EpisodeStream:
     outlier_fraction: float = 0.0
     noise_prob: float = 0.8
     stream: int = 0
+    easy_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         """Validate fractions and the batch size."""
-        fracs = (self.noisy_fraction, self.outlier_fraction, self.noise_prob)
+        fracs = (
+            self.noisy_fraction,
+            self.outlier_fraction,
+            self.easy_fraction,
+            self.noise_prob,
+        )
         if min(fracs) < 0 or max(fracs) > 1:
             raise EpisodeError(
                 f"fractions and noise_prob must lie in [0, 1]; got {fracs}"
             )
-        if self.noisy_fraction + self.outlier_fraction > 1:
+        if sum(fracs[:3]) > 1:
             raise EpisodeError(
-                f"noisy_fraction + outlier_fraction = "
-                f"{self.noisy_fraction + self.outlier_fraction} exceeds 1"
+                f"noisy_fraction + outlier_fraction + easy_fraction = "
+                f"{sum(fracs[:3])} exceeds 1"
+            )
+        if self.easy_fraction and not hasattr(self.family, "sample_easy"):
+            raise EpisodeError(
+                f"easy_fraction={self.easy_fraction} but {type(self.family).__name__} "
+                "has no easy tasks (no sample_easy); set easy_fraction = 0"
             )
         if self.tasks_per_batch < 1:
             raise EpisodeError(
@@ -346,6 +391,8 @@ class EpisodeStream:
         if u < self.noisy_fraction + self.outlier_fraction:
             ep = self.family.sample_episode(rng, outlier=True)
             return dataclasses.replace(ep, kind="outlier")
+        if u < self.noisy_fraction + self.outlier_fraction + self.easy_fraction:
+            return self.family.sample_easy(rng)  # type: ignore[attr-defined]
         return self.family.sample_episode(rng, outlier=False)
 
     def batch(
@@ -441,12 +488,22 @@ def build_glyphs_family(
     by: str = "character",
     examples_per_class: int = 20,
     seed: int = 0,
+    outlier: str = "digits",
 ) -> DatasetFamily:
-    """Omniglot-like rendered glyphs (:mod:`raymeta.tasks.glyphs`), one split."""
-    from raymeta.tasks.glyphs import glyph_split
+    """Omniglot-like rendered glyphs (:mod:`raymeta.tasks.glyphs`), one split.
+
+    ``outlier`` picks the outlier domain: "digits" (scikit-learn's 8x8 digits
+    upscaled onto the glyph canvas), "noise" (uniform-noise images, 20 noise
+    classes, each a fixed random template plus fresh noise) or "permuted" (glyphs
+    with a fixed pixel permutation).
+    """
+    from raymeta.tasks.glyphs import glyph_split, outlier_images
 
     data = glyph_split(split, seed=seed, examples_per_class=examples_per_class, by=by)
-    return DatasetFamily(data=data, ways=ways, shots=shots, queries=queries)
+    outliers = None if outlier == "permuted" else outlier_images(outlier, seed=seed)
+    return DatasetFamily(
+        data=data, ways=ways, shots=shots, queries=queries, outlier_data=outliers
+    )
 
 
 @register_task_family("image_folder")

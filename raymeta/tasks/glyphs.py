@@ -48,10 +48,13 @@ from raymeta.tasks.episodes import LabelledData
 __all__ = [
     "CANVAS",
     "MIN_FACES",
+    "OUTLIER_DOMAINS",
     "GlyphClass",
     "font_faces",
     "glyph_classes",
+    "glyph_classification",
     "glyph_split",
+    "outlier_images",
     "render_example",
     "split_classes",
 ]
@@ -289,17 +292,86 @@ def glyph_split(
     parts = split_classes(glyph_classes(), seed=seed, by=by)
     if split not in parts:
         raise EpisodeError(f"split must be one of {sorted(parts)}, got {split!r}")
-    indices = parts[split]
-    images = _cached(indices, seed, examples_per_class) if cache else None
-    if images is None:
-        images = _render_split(
-            indices, seed=seed, examples_per_class=examples_per_class
+    return _labelled(parts[split], seed, examples_per_class, cache, relabel=False)
+
+
+def glyph_classification(
+    *,
+    num_classes: int = 20,
+    examples_per_class: int = 100,
+    seed: int = 0,
+    cache: bool = True,
+) -> LabelledData:
+    """A ``num_classes``-way glyph classification set, labels ``0..C-1``.
+
+    The classes are a seeded draw from every glyph class; example ``j`` of each is
+    rendered as in :func:`glyph_split` (class-major rows).
+
+    Raises:
+        EpisodeError: ``num_classes`` outside ``[2, #classes]`` or no examples.
+    """
+    total = len(glyph_classes())
+    if not 2 <= num_classes <= total or examples_per_class < 1:
+        raise EpisodeError(
+            f"need 2 <= num_classes <= {total} and examples_per_class >= 1; got "
+            f"{num_classes}, {examples_per_class}"
         )
+    rng = np.random.default_rng([seed, 11])
+    chosen = sorted(rng.choice(total, size=num_classes, replace=False).tolist())
+    return _labelled(chosen, seed, examples_per_class, cache, relabel=True)
+
+
+def _labelled(
+    indices: Sequence[int], seed: int, per_class: int, cache: bool, *, relabel: bool
+) -> LabelledData:
+    """Rendered (or cached) examples of ``indices``, labelled by class index."""
+    images = _cached(indices, seed, per_class) if cache else None
+    if images is None:
+        images = _render_split(indices, seed=seed, examples_per_class=per_class)
         if cache:
-            _store(images, indices, seed, examples_per_class)
-    labels = np.repeat(np.asarray(indices, np.int64), examples_per_class)
+            _store(images, indices, seed, per_class)
+    names = np.arange(len(indices)) if relabel else np.asarray(indices)
+    labels = np.repeat(names.astype(np.int64), per_class)
     return LabelledData(
         torch.from_numpy(images.reshape(-1, CANVAS, CANVAS)), torch.from_numpy(labels)
+    )
+
+
+OUTLIER_DOMAINS = ("digits", "noise", "permuted")
+
+
+def outlier_images(domain: str, *, seed: int = 0) -> LabelledData:
+    """Labelled ``N x 28 x 28`` images from another domain, for outlier tasks.
+
+    Args:
+        domain: "digits" (scikit-learn's bundled 8x8 digits, bilinearly upscaled
+            to 22x22 and centred, ink = 1, 10 classes) or "noise" (20 classes, each
+            a fixed uniform template blended 50/50 with fresh uniform noise, 30
+            examples each; drawn from ``seed``).
+        seed: Seeds the noise domain.
+
+    Raises:
+        EpisodeError: An unknown domain.
+    """
+    if domain == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        small = torch.from_numpy(digits.images / 16.0).float().unsqueeze(1)
+        big = F.interpolate(small, size=(22, 22), mode="bilinear", align_corners=False)
+        images = F.pad(big, (3, 3, 3, 3)).squeeze(1).clamp(0.0, 1.0)
+        return LabelledData(images, torch.from_numpy(digits.target.astype(np.int64)))
+    if domain == "noise":
+        rng = np.random.default_rng([seed, 7919])
+        templates = rng.random((20, 1, CANVAS, CANVAS))
+        fresh = rng.random((20, 30, CANVAS, CANVAS))
+        images = (0.5 * templates + 0.5 * fresh).reshape(-1, CANVAS, CANVAS)
+        labels = np.repeat(np.arange(20, dtype=np.int64), 30)
+        return LabelledData(
+            torch.from_numpy(images.astype(np.float32)), torch.from_numpy(labels)
+        )
+    raise EpisodeError(
+        f"unknown outlier domain {domain!r}; expected one of {list(OUTLIER_DOMAINS)}"
     )
 
 

@@ -1,8 +1,9 @@
 """HeTRoM as a :class:`~raymeta.training.skeleton.WorkerProgram`, and its builders.
 
 - :func:`build_hetrom_components` turns a :class:`~raymeta.config.HeTRoMConfig`
-  into the embedding, head, objective, optimizer and episode streams (built-in task
-  families, or the user's labelled data:
+  into the meta-learner (backbone plus linear / ProtoNet / ANIL / MAML adaptation,
+  :mod:`raymeta.metalearn.learners`), objective, optimizer and episode streams
+  (built-in task families, or the user's labelled data:
   :func:`raymeta.tasks.labelled.labelled_families`).
 - :class:`HeTRoMProgram`: every rank draws its slice of the global meta-batch, all
   ranks all-gather the detached task losses, indices and kinds (one collective),
@@ -27,7 +28,6 @@ from typing import Any
 import torch
 
 from raymeta.config import HeTRoMConfig
-from raymeta.metalearn.heads import EpisodicHead, build_head
 from raymeta.metalearn.hetrom import (
     NormalizedMLP,
     RobustTaskObjective,
@@ -37,6 +37,7 @@ from raymeta.metalearn.hetrom import (
     hetrom_meta_step,
     normalize_embedding,
 )
+from raymeta.metalearn.learners import EpisodicLearner, build_learner
 from raymeta.metalearn.models import AutocastForward, build_model
 from raymeta.metalearn.optim import build_optimizer
 from raymeta.tasks.fewshot import (
@@ -65,8 +66,7 @@ __all__ = [
 class HeTRoMComponents:
     """Everything one HeTRoM run trains and evaluates with."""
 
-    model: torch.nn.Module
-    head: EpisodicHead
+    learner: EpisodicLearner
     objective: RobustTaskObjective
     optimizer: torch.optim.Optimizer
     train_stream: EpisodeStream
@@ -123,8 +123,14 @@ def _families(cfg: HeTRoMConfig, data: Any) -> tuple[TaskFamily, TaskFamily]:
     return labelled_families(cfg.data, data, seed=cfg.seed)
 
 
-def _embedding(cfg: HeTRoMConfig, family: TaskFamily) -> torch.nn.Module:
+def _backbone(cfg: HeTRoMConfig, family: TaskFamily) -> torch.nn.Module:
+    """The embedding (L2-normalised for built-ins) or, for MAML, the whole network."""
     in_features = int(getattr(family, "in_features", 1))
+    if cfg.learner == "maml":  # the network's outputs are the task's logits
+        out = int(getattr(family, "ways", 1))
+        return build_model(
+            cfg.model, in_shape=(in_features,), out_features=out, seed=cfg.seed
+        )
     if cfg.model.factory == "mlp":
         return NormalizedMLP(
             in_features,
@@ -141,40 +147,37 @@ def _embedding(cfg: HeTRoMConfig, family: TaskFamily) -> torch.nn.Module:
     )
     return (
         Normalized(model, cfg.embedding_scale)
-        if cfg.model.factory in ("cnn", "conv4")
+        if cfg.model.factory in ("cnn", "conv4", "resnet12")
         else model
     )
 
 
 def build_hetrom_components(cfg: HeTRoMConfig, data: Any = None) -> HeTRoMComponents:
-    """Build model, head, objective, optimizer and streams from a config.
+    """Build the learner, objective, optimizer and streams from a config.
 
     Args:
         cfg: The run's config.
         data: The user's labelled data (else the ``[data]`` section's).
 
-    The embedding is initialised from ``cfg.seed`` (identical on every rank); the
+    The backbone is initialised from ``cfg.seed`` (identical on every rank); the
     training stream carries the configured contamination, the test stream (stream
     id 1) is clean.
     """
     train_family, test_family = _families(cfg, data)
-    model = _embedding(cfg, train_family)
+    backbone = _backbone(cfg, train_family)
     if cfg.model.precision == "bf16":
-        model = AutocastForward(model)
-    problem = getattr(train_family, "problem", "classification")
-    ways = getattr(train_family, "ways", 1)
-    if cfg.head == "linear":
-        head = build_head(
-            "linear",
-            out_features=ways,
-            steps=cfg.inner_steps,
-            lr=cfg.inner_lr,
-            l2=cfg.l2,
-            first_order=cfg.first_order,
-            problem=problem,
-        )
-    else:
-        head = build_head(cfg.head, out_features=ways, problem=problem)
+        backbone = AutocastForward(backbone)
+    learner = build_learner(
+        cfg.learner,
+        backbone,
+        ways=getattr(train_family, "ways", 1),
+        steps=cfg.inner_steps,
+        lr=cfg.inner_lr,
+        l2=cfg.l2,
+        first_order=cfg.first_order,
+        problem=getattr(train_family, "problem", "classification"),
+        embedding_dim=cfg.embedding_dim,
+    )
     d = cfg.data
     train = EpisodeStream(
         family=train_family,
@@ -183,16 +186,16 @@ def build_hetrom_components(cfg: HeTRoMConfig, data: Any = None) -> HeTRoMCompon
         noisy_fraction=d.noisy_fraction,
         outlier_fraction=d.outlier_fraction,
         noise_prob=d.noise_prob,
+        easy_fraction=d.easy_fraction,
     )
     test = EpisodeStream(
         family=test_family, tasks_per_batch=cfg.test_batch, seed=cfg.seed, stream=1
     )
     rule = build_selection_rule(cfg.rule, **_rule_kwargs(cfg))
     return HeTRoMComponents(
-        model=model,
-        head=head,
+        learner=learner,
         objective=RobustTaskObjective(rule, warmup_steps=cfg.warmup_steps),
-        optimizer=build_optimizer(cfg.optim, model.parameters()),
+        optimizer=build_optimizer(cfg.optim, learner.parameters()),
         train_stream=train,
         test_stream=test,
     )
@@ -201,9 +204,9 @@ def build_hetrom_components(cfg: HeTRoMConfig, data: Any = None) -> HeTRoMCompon
 def evaluate_components(c: HeTRoMComponents, *, test_tasks: int) -> tuple[float, float]:
     """Mean metric (accuracy or MSE) and 95% CI over ``test_tasks`` clean tasks."""
     n_batches = max(test_tasks // c.test_stream.tasks_per_batch, 1)
-    device = next(c.model.parameters()).device
+    device = next(c.learner.parameters()).device
     batches = [c.test_stream.batch(i).to(device) for i in range(n_batches)]
-    return evaluate_episodic(c.model, c.head, batches)
+    return evaluate_episodic(c.learner, batches)
 
 
 def train_hetrom_in_process(
@@ -213,7 +216,7 @@ def train_hetrom_in_process(
     c = build_hetrom_components(cfg)
     for step in range(cfg.steps):
         record = hetrom_meta_step(
-            c.model, c.head, c.objective, c.optimizer, c.train_stream.batch(step)
+            c.learner, c.objective, c.optimizer, c.train_stream.batch(step)
         )
         if on_step is not None:
             on_step(record)
@@ -248,9 +251,9 @@ class HeTRoMProgram:
         self.ctx, self.cfg = ctx, ctx.cfg
         data = ctx.data.get("labelled")
         self.c = build_hetrom_components(self.cfg, data)
-        self.c.model.to(ctx.device)
+        self.c.learner.to(ctx.device)
         self.state = TrainingState(
-            modules={"embedding": self.c.model}, optimizers={"meta": self.c.optimizer}
+            modules={"learner": self.c.learner}, optimizers={"meta": self.c.optimizer}
         )
         self.step_no = 0
         self.comm = DistributedCollectives(lambda: ctx.stop_hook(self.step_no))
@@ -269,7 +272,7 @@ class HeTRoMProgram:
         batch = c.train_stream.batch(step - 1, rank=ctx.rank, world_size=ctx.world)
         batch = batch.to(ctx.device)
         record = hetrom_meta_step(
-            c.model, c.head, c.objective, c.optimizer, batch, collectives=self.comm
+            c.learner, c.objective, c.optimizer, batch, collectives=self.comm
         )
         self.state.extra["objective"] = c.objective.state_dict()
         self.rows += [r | {"step": step} for r in record.task_rows()]
@@ -293,9 +296,9 @@ class HeTRoMProgram:
             [float(v) for v in self.c.objective.state_dict().values()],
             dtype=torch.float64,
         )
-        tensors = [p.detach() for p in self.c.model.parameters()] + [scalars]
+        tensors = [p.detach() for p in self.c.learner.parameters()] + [scalars]
         collectives.assert_identical_across_ranks(
-            tensors, what="HeTRoM embedding parameters and lambda/lambda-hat"
+            tensors, what="HeTRoM meta-parameters and lambda/lambda-hat"
         )
 
     def take_rows(self) -> dict[str, list[dict[str, Any]]]:
@@ -306,7 +309,7 @@ class HeTRoMProgram:
     def summary(self) -> dict[str, Any]:
         """Clean-test metric (rank 0), episodes of this attempt, final parameters."""
         c = self.c
-        params = [p.detach() for p in c.model.parameters()]
+        params = [p.detach() for p in c.learner.parameters()]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         test = (
             evaluate_components(c, test_tasks=self.cfg.test_tasks)

@@ -18,7 +18,6 @@ from raymeta.metalearn.hetrom import (
     RobustTaskObjective,
     band_loss,
     build_selection_rule,
-    compute_task_losses,
     dual_objective,
     evaluate_episodic,
     hetrom_meta_step,
@@ -28,6 +27,7 @@ from raymeta.metalearn.hetrom import (
     top_k,
     trimmed,
 )
+from raymeta.metalearn.learners import HeadLearner
 from raymeta.tasks.fewshot import EpisodeStream, GaussianClusterFamily
 
 
@@ -209,9 +209,9 @@ def tiny_setup(rule, seed: int = 0, contamination: float = 0.0, warmup: int = 0)
     model = NormalizedMLP(
         16, hidden=(16,), out_features=8, generator=torch.Generator().manual_seed(seed)
     )
-    head = LinearHead(out_features=3, steps=3, lr=0.5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    return stream, model, head, RobustTaskObjective(rule, warmup_steps=warmup), opt
+    learner = HeadLearner(model, LinearHead(out_features=3, steps=3, lr=0.5))
+    opt = torch.optim.SGD(learner.parameters(), lr=0.1)
+    return stream, learner, RobustTaskObjective(rule, warmup_steps=warmup), opt
 
 
 def flat_params(model) -> torch.Tensor:
@@ -221,10 +221,10 @@ def flat_params(model) -> torch.Tensor:
 def test_k_equals_batch_and_m_zero_reduces_to_erm_with_identical_trajectory() -> None:
     runs = []
     for rule in (PlainAverage(), RankedRange(m=0, k=8)):
-        stream, model, head, obj, opt = tiny_setup(rule)
+        stream, model, obj, opt = tiny_setup(rule)
         losses = []
         for step in range(5):
-            rec = hetrom_meta_step(model, head, obj, opt, stream.batch(step))
+            rec = hetrom_meta_step(model, obj, opt, stream.batch(step))
             losses.append(rec.band_loss)
             assert rec.band_loss == pytest.approx(float(rec.losses.mean()), abs=1e-12)
         runs.append((losses, flat_params(model)))
@@ -233,9 +233,9 @@ def test_k_equals_batch_and_m_zero_reduces_to_erm_with_identical_trajectory() ->
 
 
 def test_band_loss_gradient_is_the_band_mean_and_splits_across_ranks() -> None:
-    stream, model, head, _, _ = tiny_setup(PlainAverage())
+    stream, model, _, _ = tiny_setup(PlainAverage())
     batch = stream.batch(0)
-    losses = compute_task_losses(model, head, batch)
+    losses = model.task_losses(batch)
     sel = RankedRange(m=2, k=7).select(losses.detach(), batch.task_index).selected
     params = list(model.parameters())
     ref = torch.autograd.grad(losses[sel].mean(), params, retain_graph=True)
@@ -273,13 +273,13 @@ def test_dropped_top_precision_and_recall_on_injected_contamination() -> None:
         noisy_fraction=0.2,
         outlier_fraction=0.2,
     )
-    model = NormalizedMLP(32, generator=torch.Generator().manual_seed(0))
-    head = LinearHead(out_features=5, steps=10, lr=0.5)
+    embedding = NormalizedMLP(32, generator=torch.Generator().manual_seed(0))
+    model = HeadLearner(embedding, LinearHead(out_features=5, steps=10, lr=0.5))
     obj = RobustTaskObjective(RankedRange(m=8, k=20), warmup_steps=100)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     dropped, kinds = [], []
     for step in range(250):
-        rec = hetrom_meta_step(model, head, obj, opt, stream.batch(step))
+        rec = hetrom_meta_step(model, obj, opt, stream.batch(step))
         if step >= 100:
             dropped.append(rec.selection.dropped_top)
             kinds.append(rec.kind_code)
@@ -294,8 +294,8 @@ def test_selection_quality_counts() -> None:
 
 
 def test_task_rows_and_evaluation() -> None:
-    stream, model, head, obj, opt = tiny_setup(RankedRange(m=2, k=6), contamination=0.5)
-    rec = hetrom_meta_step(model, head, obj, opt, stream.batch(0))
+    stream, model, obj, opt = tiny_setup(RankedRange(m=2, k=6), contamination=0.5)
+    rec = hetrom_meta_step(model, obj, opt, stream.batch(0))
     rows = rec.task_rows()
     assert len(rows) == 8 and sorted(r["rank_in_batch"] for r in rows) == list(range(8))
     assert [r["dropped"] for r in rows].count("top") == 2
@@ -306,7 +306,7 @@ def test_task_rows_and_evaluation() -> None:
         r["loss"] for r in rows
     )
     test = EpisodeStream(family=stream.family, tasks_per_batch=10, seed=0, stream=1)
-    mean, ci = evaluate_episodic(model, head, [test.batch(0), test.batch(1)])
+    mean, ci = evaluate_episodic(model, [test.batch(0), test.batch(1)])
     assert 0.0 <= mean <= 1.0 and ci > 0.0
 
 
@@ -332,9 +332,9 @@ def test_a_meta_step_gathers_losses_indices_and_kinds_in_one_collective() -> Non
             Counting.gathers += 1
             return super().all_gather(tensor)
 
-    stream, model, head, obj, opt = tiny_setup(RankedRange(m=2, k=6))
+    stream, model, obj, opt = tiny_setup(RankedRange(m=2, k=6))
     batch = stream.batch(0)
-    rec = hetrom_meta_step(model, head, obj, opt, batch, collectives=Counting())
+    rec = hetrom_meta_step(model, obj, opt, batch, collectives=Counting())
     assert Counting.gathers == 1
     assert torch.equal(rec.task_index, batch.task_index)
     assert torch.equal(rec.kind_code, batch.kind_code)

@@ -115,3 +115,41 @@ def test_bad_stream_and_family_arguments() -> None:
         EpisodeStream(family=fam, tasks_per_batch=4, noise_prob=1.5)
     with pytest.raises(EpisodeError, match="ways, shots, queries"):
         GaussianClusterFamily(shots=0)
+
+
+def test_easy_tasks_repeat_one_example_per_class_and_are_separable() -> None:
+    digits = build_task_family("digits", ways=4, shots=2, queries=3)
+    stream = EpisodeStream(family=digits, tasks_per_batch=40, seed=0, easy_fraction=0.5)
+    kinds = stream.batch(0).kinds
+    assert 10 < kinds.count("easy") < 30 and set(kinds) == {"clean", "easy"}
+    ep = digits.sample_easy(np.random.default_rng(3))
+    assert ep.kind == "easy" and ep.support_x.shape == (8, 64)
+    for label in range(4):  # every support and query example of a class is one image
+        rows = torch.cat(
+            [ep.support_x[ep.support_y == label], ep.query_x[ep.query_y == label]]
+        )
+        assert len(rows) == 5 and torch.equal(rows, rows[:1].expand_as(rows))
+    gauss = GaussianClusterFamily(ways=5, shots=1, queries=15)
+    rng = np.random.default_rng(0)
+    easy = [unrotate(gauss, gauss.sample_easy(rng)) for _ in range(20)]
+    clean = [
+        unrotate(gauss, gauss.sample_episode(rng, outlier=False)) for _ in range(20)
+    ]
+    signal = slice(0, 8)
+    assert (
+        np.mean([centroid_accuracy(e, signal) for e in easy])
+        > np.mean([centroid_accuracy(e, signal) for e in clean]) + 0.05
+    )
+
+
+def test_easy_fractions_are_checked_up_front() -> None:
+    with pytest.raises(EpisodeError, match="no easy tasks"):
+        EpisodeStream(family=SinusoidFamily(), tasks_per_batch=4, easy_fraction=0.1)
+    with pytest.raises(EpisodeError, match="exceeds 1"):
+        EpisodeStream(
+            family=GaussianClusterFamily(),
+            tasks_per_batch=4,
+            noisy_fraction=0.5,
+            outlier_fraction=0.3,
+            easy_fraction=0.3,
+        )

@@ -11,7 +11,9 @@ from raymeta.tasks.fewshot import build_task_family
 from raymeta.tasks.glyphs import (
     MIN_FACES,
     glyph_classes,
+    glyph_classification,
     glyph_split,
+    outlier_images,
     render_example,
     split_classes,
 )
@@ -79,3 +81,50 @@ def test_the_registered_family_draws_five_way_episodes(tmp_path, monkeypatch):
     )
     ep = family.sample_episode(np.random.default_rng(0), outlier=False)
     assert ep.support_x.shape == (5, 28 * 28) and ep.query_x.shape == (10, 28 * 28)
+
+
+@pytest.mark.parametrize("domain", ["digits", "noise"])
+def test_outlier_domains_are_other_images_on_the_glyph_canvas(domain):
+    data = outlier_images(domain, seed=0)
+    assert data.features.shape[1:] == (28, 28) and data.features.dtype == torch.float32
+    assert 0.0 <= float(data.features.min()) and float(data.features.max()) <= 1.0
+    assert len(data.classes) >= 10
+    assert min(len(rows) for rows in data.class_rows.values()) >= 20
+    with pytest.raises(EpisodeError, match="unknown outlier domain 'mnist'"):
+        outlier_images("mnist")
+
+
+def test_glyph_outlier_tasks_come_from_digits(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYMETA_CACHE", str(tmp_path))
+    family = build_task_family(
+        "glyphs", ways=5, shots=1, queries=2, split="test", examples_per_class=3
+    )
+    ep = family.sample_episode(np.random.default_rng(0), outlier=True)
+    assert ep.support_x.shape == (5, 28 * 28)
+    digits = outlier_images("digits").features.reshape(-1, 28 * 28)
+    assert all(bool((digits == row).all(1).any()) for row in ep.support_x)
+
+
+def test_impossible_glyph_episodes_fail_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYMETA_CACHE", str(tmp_path))
+    with pytest.raises(EpisodeError, match="only 285 classes; lower ways"):
+        build_task_family("glyphs", ways=300, split="test", examples_per_class=3)
+    with pytest.raises(EpisodeError, match="has 3 examples but shots \\+ queries"):
+        build_task_family(
+            "glyphs", ways=5, shots=2, queries=2, split="test", examples_per_class=3
+        )
+
+
+def test_glyph_classification_sets_are_seeded_balanced_and_relabelled(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RAYMETA_CACHE", str(tmp_path))
+    a = glyph_classification(num_classes=4, examples_per_class=3, seed=0)
+    b = glyph_classification(num_classes=4, examples_per_class=3, seed=0)
+    c = glyph_classification(num_classes=4, examples_per_class=3, seed=1)
+    assert torch.equal(a.features, b.features) and not torch.equal(
+        a.features, c.features
+    )
+    assert a.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    with pytest.raises(EpisodeError, match="2 <= num_classes"):
+        glyph_classification(num_classes=1)

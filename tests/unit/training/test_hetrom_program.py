@@ -9,6 +9,7 @@ from raymeta.config import HeTRoMConfig, load_config, override, parse_config
 from raymeta.errors import ConfigError
 from raymeta.metalearn.heads import LinearHead, ProtoNetHead
 from raymeta.metalearn.hetrom import DualThresholds
+from raymeta.metalearn.learners import ANIL, MAML
 from raymeta.training.hetrom_program import (
     build_hetrom_components,
     evaluate_components,
@@ -18,7 +19,9 @@ from raymeta.training.hetrom_program import (
 CONFIGS = Path(__file__).resolve().parents[3] / "jobs" / "configs"
 
 
-@pytest.mark.parametrize("name", ["hetrom_gaussian.toml", "hetrom_tiny.toml"])
+@pytest.mark.parametrize(
+    "name", ["hetrom_gaussian.toml", "hetrom_tiny.toml", "hetrom_glyphs.toml"]
+)
 def test_shipped_configs_validate(name: str) -> None:
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg, HeTRoMConfig) and cfg.job == "hetrom"
@@ -42,6 +45,17 @@ def test_bad_configs_list_every_problem() -> None:
         parse_config({"job": "hetrom", "m": 2, "k": 12, "tasks_per_batch": 10})
     with pytest.raises(ConfigError, match="did you mean 'shots'"):
         parse_config({"job": "hetrom", "data": {"shot": 1}})
+    with pytest.raises(ConfigError, match="head: unknown key; did you mean 'learner'"):
+        parse_config({"job": "hetrom", "head": "protonet"})
+    with pytest.raises(ConfigError, match="learner") as err:
+        parse_config({"job": "hetrom", "learner": "mamll"})
+    assert "'maml'" in str(err.value)
+    with pytest.raises(ConfigError, match="model.factory"):
+        parse_config({"job": "hetrom", "model": {"factory": "resnet13"}})
+    with pytest.raises(ConfigError, match="noisy \\+ outlier \\+ easy <= 1"):
+        parse_config(
+            {"job": "hetrom", "data": {"noisy_fraction": 0.5, "easy_fraction": 0.6}}
+        )
 
 
 def tiny(**changes) -> HeTRoMConfig:
@@ -52,15 +66,27 @@ def tiny(**changes) -> HeTRoMConfig:
 
 def test_components_follow_the_config() -> None:
     c = build_hetrom_components(tiny())
-    assert isinstance(c.head, LinearHead) and c.head.out_features == 3
+    head = c.learner.head
+    assert isinstance(head, LinearHead) and head.out_features == 3
     assert isinstance(c.objective.rule, DualThresholds)
     assert c.train_stream.noisy_fraction == 0.25 and c.test_stream.noisy_fraction == 0
-    proto = build_hetrom_components(tiny(head="protonet"))
-    assert isinstance(proto.head, ProtoNetHead)
+    proto = build_hetrom_components(tiny(learner="protonet"))
+    assert isinstance(proto.learner.head, ProtoNetHead)
     sine = build_hetrom_components(
         tiny(**{"data.dataset": "sinusoid", "data.shots": 5, "data.queries": 5})
     )
-    assert sine.head.problem == "regression" and sine.model.net[0].in_features == 1
+    assert sine.learner.problem == "regression"
+    assert sine.learner.backbone.net[0].in_features == 1
+    anil = build_hetrom_components(tiny(learner="anil"))
+    assert isinstance(anil.learner, ANIL) and anil.learner.weight.shape == (8, 3)
+    assert any(
+        p is anil.learner.weight
+        for g in anil.optimizer.param_groups
+        for p in g["params"]
+    )  # the head initialisation is meta-learned
+    maml = build_hetrom_components(tiny(learner="maml", inner_steps=1))
+    assert isinstance(maml.learner, MAML)
+    assert maml.learner.network[-1].out_features == 3  # the network emits logits
 
 
 def test_in_process_training_is_deterministic_and_records_every_step() -> None:
@@ -69,7 +95,7 @@ def test_in_process_training_is_deterministic_and_records_every_step() -> None:
     b = train_hetrom_in_process(tiny())
     assert [r.step for r in records] == list(range(6))
     assert all(r.selection.selected.all() for r in records[:2])  # warm-up
-    for p, q in zip(a.model.parameters(), b.model.parameters()):
+    for p, q in zip(a.learner.parameters(), b.learner.parameters()):
         assert torch.equal(p, q)
     assert a.objective.state_dict() == b.objective.state_dict()
     mean, ci = evaluate_components(a, test_tasks=20)
