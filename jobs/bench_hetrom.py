@@ -215,6 +215,43 @@ def report(store: ResultStore, plot: str) -> None:
     print(f"plot: {plot}")
 
 
+def ranking_overhead(store: ResultStore, setting: str, steps: int, workers: int):
+    """Ranking (all-gather + selection) share of the step on a real TorchTrainer."""
+    import statistics
+    import tempfile
+
+    from raymeta.training import fit
+
+    with tempfile.TemporaryDirectory(prefix="hetrom-overhead-") as tmp:
+        changes = {
+            "steps": steps,
+            "report_every": 1,
+            "checkpoint_every": steps,
+            "test_tasks": 50,
+            "scaling.num_workers": workers,
+            "storage.storage_path": f"{tmp}/runs",
+            "storage.store": f"{tmp}/store",
+            "data.noisy_fraction": 0.2,
+            "data.outlier_fraction": 0.2,
+            **SETTINGS[setting],
+            **METHODS["hetrom-sort"],
+        }
+        cfg = override(HeTRoMConfig(job="hetrom"), changes)
+        fit(cfg, run_name="overhead")
+        rows = ResultStore(cfg.store).to_pandas("metrics")
+    wide = rows.pivot_table(index="step", columns="name", values="value")
+    wide = wide[wide.index > 5]  # skip start-up steps
+    share = 100.0 * wide["ranking_time_s"] / wide["step_time_s"]
+    figures = {
+        "ranking_overhead_pct_median": float(statistics.median(share)),
+        "ranking_time_ms_median": 1e3 * float(wide["ranking_time_s"].median()),
+        "step_time_ms_median": 1e3 * float(wide["step_time_s"].median()),
+    }
+    key = f"overhead/{setting}/{workers}/{steps}"
+    store_run(store, key, setting, 0.4, f"overhead-{workers}w", 0, steps, figures)
+    print(key, {k: round(v, 3) for k, v in figures.items()}, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--settings", default=",".join(SETTINGS))
@@ -227,9 +264,19 @@ def main() -> None:
     parser.add_argument("--plot", default="bench-results/hetrom_vs_contamination.png")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--overhead-workers",
+        type=int,
+        default=0,
+        help="instead: ranking overhead of --settings on a TorchTrainer of N workers",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     store = ResultStore(args.store)
+    if args.overhead_workers:
+        for setting in args.settings.split(","):
+            ranking_overhead(store, setting, args.steps, args.overhead_workers)
+        return
     done = stored_keys(store)
     for setting in [] if args.report_only else args.settings.split(","):
         for contamination in map(float, args.contaminations.split(",")):

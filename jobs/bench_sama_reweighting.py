@@ -77,19 +77,20 @@ def run(tmp: str, name: str, *, data=None, base=BASE, **overrides):
     return cfg, summary, figures
 
 
-def reweight_rows(tmp, seed, steps, meta_lr):
-    rows = []
+def row_adder(rows: list, family: str, seed: int):
+    """``add(method, value, metric="test_acc")`` appending one benchmark row."""
 
     def add(method, value, metric="test_acc"):
         rows.append(
-            dict(
-                family="digits-noise0.4",
-                method=method,
-                seed=seed,
-                metric=metric,
-                value=value,
-            )
+            dict(family=family, method=method, seed=seed, metric=metric, value=value)
         )
+
+    return add
+
+
+def reweight_rows(tmp, seed, steps, meta_lr):
+    rows = []
+    add = row_adder(rows, "digits-noise0.4", seed)
 
     _, _, plain = run(tmp, "plain", seed=seed, steps=steps, application="plain")
     add("plain", plain["test_acc"])
@@ -147,17 +148,7 @@ def glyph_rows(tmp, seed, steps, meta_lr):
 
     data, noisy = glyph_splits(seed)
     rows = []
-
-    def add(method, value, metric="test_acc"):
-        rows.append(
-            dict(
-                family="glyphs20-conv4-noise0.4",
-                method=method,
-                seed=seed,
-                metric=metric,
-                value=value,
-            )
-        )
+    add = row_adder(rows, "glyphs20-conv4-noise0.4", seed)
 
     common = dict(data=data, base=GLYPH_BASE, seed=seed, steps=steps)
     _, _, plain = run(tmp, "glyph-plain", application="plain", **common)

@@ -33,3 +33,18 @@ def test_one_gpu_worker_trains_and_resumes(ray_local, tmp_path, name, precision)
     assert out["steps"] == cfg.steps and out["world_size"] == 1
     again = fit(override(cfg, {"steps": cfg.steps + 2}), run_name="gpu").return_value
     assert again["restored_from_step"] == cfg.steps
+
+
+@pytest.mark.parametrize("learner", ["anil", "maml"])
+def test_meta_learners_train_on_a_gpu_worker(ray_local, tmp_path, learner):
+    changes = {
+        "learner": learner,
+        "inner_steps": 1,
+        "scaling.num_workers": 1,
+        "scaling.use_gpu": True,
+        "storage.storage_path": str(tmp_path / "runs"),
+        "storage.store": str(tmp_path / "store"),
+    }
+    cfg = override(load_config(CONFIGS / "hetrom_tiny.toml"), changes)
+    out = fit(cfg, run_name=f"gpu-{learner}").return_value
+    assert out["steps"] == cfg.steps and 0.0 <= out["test_metric"] <= 1.0
