@@ -100,3 +100,14 @@ def test_in_process_training_is_deterministic_and_records_every_step() -> None:
     assert a.objective.state_dict() == b.objective.state_dict()
     mean, ci = evaluate_components(a, test_tasks=20)
     assert 0.0 <= mean <= 1.0 and ci >= 0.0
+
+
+def test_impossible_episodes_fail_in_preflight_before_any_worker() -> None:
+    from raymeta.errors import EpisodeError
+    from raymeta.training.fit import preflight
+
+    digits = {"data.dataset": "digits"}
+    with pytest.raises(EpisodeError, match="only 10 classes; lower ways to <= 10"):
+        preflight(tiny(**digits, **{"data.ways": 11}))
+    with pytest.raises(EpisodeError, match="shots \\+ queries = 100 \\+ 100"):
+        preflight(tiny(**digits, **{"data.shots": 100, "data.queries": 100}))
