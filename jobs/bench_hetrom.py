@@ -247,7 +247,8 @@ def ranking_overhead(store: ResultStore, setting: str, steps: int, workers: int)
         "ranking_time_ms_median": 1e3 * float(wide["ranking_time_s"].median()),
         "step_time_ms_median": 1e3 * float(wide["step_time_s"].median()),
     }
-    key = f"overhead/{setting}/{workers}/{steps}"
+    stamp = dt.datetime.now(dt.UTC).isoformat()  # each measurement is new
+    key = f"overhead/{setting}/{workers}/{steps}/{stamp}"
     store_run(store, key, setting, 0.4, f"overhead-{workers}w", 0, steps, figures)
     print(key, {k: round(v, 3) for k, v in figures.items()}, flush=True)
 
