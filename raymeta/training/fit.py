@@ -93,7 +93,17 @@ def _preflight_hetrom(
                 f"({sorted(TASK_FAMILIES)}) nor an import path 'package.module:fn'"
             )
         data = load_user_data(cfg.data)
-    build_hetrom_components(cfg, data)  # raises on impossible episodes, bad models
+    c = build_hetrom_components(cfg, data)  # raises on impossible episodes
+    batch = c.train_stream.batch(0, rank=0, world_size=c.train_stream.tasks_per_batch)
+    try:  # one task through the learner: a model whose widths do not fit fails here
+        c.learner.task_losses(batch)
+    except RuntimeError as err:
+        raise TrainingSetupError(
+            f"learner {cfg.learner!r} with model.factory {cfg.model.factory!r} "
+            f"fails on one {cfg.data.ways}-way episode: {err}. The embedding must "
+            f"output embedding_dim={cfg.embedding_dim} features (MAML: the network "
+            f"must output {cfg.data.ways} logits)"
+        ) from None
     return ({"labelled": data} if data is not None else {}), {}
 
 

@@ -77,3 +77,8 @@ def digits_labelled() -> tuple:
 
     digits = load_digits()
     return (digits.data / 16.0).astype(np.float32), digits.target.astype(np.int64)
+
+
+def mlp16(**_: object) -> nn.Module:
+    """A 32 -> 16 embedding (wider than the tiny HeTRoM config's embedding_dim=8)."""
+    return nn.Linear(32, 16)

@@ -111,3 +111,15 @@ def test_impossible_episodes_fail_in_preflight_before_any_worker() -> None:
         preflight(tiny(**digits, **{"data.ways": 11}))
     with pytest.raises(EpisodeError, match="shots \\+ queries = 100 \\+ 100"):
         preflight(tiny(**digits, **{"data.shots": 100, "data.queries": 100}))
+
+
+def test_a_model_of_the_wrong_width_fails_in_preflight() -> None:
+    from raymeta.errors import TrainingSetupError
+    from raymeta.training.fit import preflight
+
+    wrong = {
+        "learner": "anil",
+        "model.factory": "tests.unit.training.byo_fixtures:mlp16",
+    }
+    with pytest.raises(TrainingSetupError, match="embedding_dim=8 features"):
+        preflight(tiny(**wrong))
