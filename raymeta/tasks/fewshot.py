@@ -312,7 +312,9 @@ class DatasetFamily:
         rows = np.asarray(
             [rng.choice(self.data.class_rows[int(c)]) for c in desc.classes]
         )
-        order = torch.from_numpy(rng.permutation(self.ways))
+        desc = RelabelClasses()(self.data, desc, rng)
+        assert desc.class_order is not None
+        order = torch.from_numpy(desc.class_order)
         x = self.data.features[torch.from_numpy(rows)].reshape(self.ways, -1).float()
 
         def repeat(n: int) -> tuple[torch.Tensor, torch.Tensor]:

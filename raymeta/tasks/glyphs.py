@@ -337,7 +337,8 @@ def _labelled(
     )
 
 
-OUTLIER_DOMAINS = ("digits", "noise", "permuted")
+#: Image domains of :func:`outlier_images` (the glyph family also has "permuted").
+OUTLIER_DOMAINS = ("digits", "noise")
 
 
 def outlier_images(domain: str, *, seed: int = 0) -> LabelledData:
