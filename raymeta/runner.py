@@ -225,17 +225,20 @@ def _train_progress(cfg: SamaJobConfig | HeTRoMConfig, path: Any) -> list[Any]:
 def _run_tune(cfg: TuneScaMLGPConfig, callbacks: list[Any]) -> JobSummary:
     from raymeta.results import ResultStore
     from raymeta.search.metadata import StoreMetaData
-    from raymeta.search.trainables import record_meta_tasks
+    from raymeta.search.trainables import draw_family_study, record_meta_tasks
     from raymeta.search.tuning import (
         best_regret_curve,
         build_searcher,
         run_family_tuning,
     )
-    from raymeta.tasks.bo import FAMILIES, draw_study
 
-    family = FAMILIES[cfg.family]
-    study = draw_study(
-        family, seed=cfg.seed, num_meta=cfg.num_meta_tasks, n_meta=cfg.n_meta
+    study = draw_family_study(
+        cfg.family,
+        seed=cfg.seed,
+        num_meta=cfg.num_meta_tasks,
+        n_meta=cfg.n_meta,
+        target=cfg.target,
+        noisy=cfg.noisy,
     )
     store = ResultStore(cfg.store)
     experiments = record_meta_tasks(store, study) + list(cfg.extra_meta_experiments)

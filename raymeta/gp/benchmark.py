@@ -5,6 +5,11 @@ simple regrets and timings. Plain GP-BO is ScaML-GP with no meta-tasks (same ker
 priors, acquisition and optimiser); random search draws uniform points from the same
 seed. All three share the target's noise stream (paired by seed).
 
+As :class:`~raymeta.search.searcher.ScaMLGPSearch` does, each proposal is moved to
+the point really evaluated (``study.target.canonical``: the nearest grid point of a
+tabular benchmark, the point itself on a continuous domain), and a proposal that
+repeats an evaluated point exactly is replaced by a uniform draw that does not.
+
 Example:
     >>> from raymeta.tasks.bo import FAMILIES, draw_study
     >>> study = draw_study(FAMILIES["branin"], seed=0, num_meta=0, n_meta=1)
@@ -26,19 +31,21 @@ from raymeta.gp.fit import TaskGPState
 from raymeta.gp.propose import propose
 from raymeta.tasks.bo import Study
 from raymeta.tasks.data import TaskData
+from raymeta.tasks.tabular import TabularStudy
 
 __all__ = [
     "METHODS",
     "BOResult",
     "cumulative_regret",
     "icm_mll_seconds",
+    "mean_ranks",
     "median_ci",
     "regret_bands",
     "run_bo",
     "simple_regret",
 ]
 
-METHODS = ("scamlgp", "gpbo", "random")
+METHODS = ("scamlgp", "gpbo", "random", "rgpe", "icm", "tpe", "cmaes_ws")
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,7 @@ class BOResult:
     """One study run by one method.
 
     Attributes:
-        method: ``"scamlgp"``, ``"gpbo"`` or ``"random"``.
+        method: One of :data:`METHODS`.
         seed: Study seed.
         X: ``T x d`` evaluated points (unit cube).
         values: ``T`` noise-free objective values.
@@ -54,7 +61,8 @@ class BOResult:
         f_star: The optimum used.
         step_seconds: ``T`` wall seconds per proposal.
         cpu_seconds: Process CPU seconds of the whole loop.
-        fallbacks: Per step the proposal's fallback label (or None).
+        fallbacks: Per step the proposal's fallback label, ``"repeat"`` when an
+            exact repeat of an evaluated point was redrawn, or None.
     """
 
     method: str
@@ -92,7 +100,7 @@ def regret_bands(regrets: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def run_bo(
-    study: Study,
+    study: Study | TabularStudy,
     method: str,
     meta_states: Sequence[TaskGPState],
     *,
@@ -106,10 +114,10 @@ def run_bo(
     Args:
         study: The study (target task, seed).
         method: One of :data:`METHODS`.
-        meta_states: Fitted meta-task GPs (used by ``"scamlgp"`` only).
+        meta_states: Fitted meta-task GPs (used by ``"scamlgp"`` and ``"rgpe"``).
         budget: Number of evaluations T.
         f_star: The target's optimum (computed with shgo if None).
-        acquisition: Acquisition for the GP methods.
+        acquisition: Acquisition for ScaML-GP and plain GP-BO.
         propose_kwargs: Passed on to :func:`~raymeta.gp.propose.propose`.
 
     Returns:
@@ -122,35 +130,20 @@ def run_bo(
         raise MetaDataError(f"method must be one of {METHODS}; got {method!r}")
     f_star = study.target.optimum() if f_star is None else f_star
     d, seed = study.family.dim, study.seed
+    proposer = make_proposer(
+        method, study, meta_states, budget, acquisition, propose_kwargs
+    )
     noise = np.random.default_rng([seed, 2])
-    uniform = np.random.default_rng([seed, 3])
-    states = list(meta_states) if method == "scamlgp" else []
+    distinct = np.random.default_rng([seed, 4])
     X = np.zeros((0, d))
     y_obs, values, steps, fallbacks = [], [], [], []
-    init_state = None
     cpu0 = time.process_time()
-    for t in range(budget):
+    for _ in range(budget):
         t0 = time.perf_counter()
-        if method == "random":
-            x, label = uniform.uniform(size=d), None
-        else:
-            target = (
-                None
-                if t == 0
-                else TaskData(
-                    "target", torch.tensor(X), torch.tensor(np.asarray(y_obs))
-                )
-            )
-            prop = propose(
-                states,
-                target,
-                dim=d,
-                seed=seed * 100_003 + t,
-                acquisition=acquisition,
-                init_state=init_state,
-                **propose_kwargs,
-            )
-            x, label, init_state = prop.x.numpy(), prop.fallback, prop.target_state
+        x = proposer.next(X, np.asarray(y_obs))
+        label = getattr(proposer, "fallback", None)
+        x, repeated = _distinct(study.target, x, X, distinct)
+        label = "repeat" if repeated and label is None else label
         steps.append(time.perf_counter() - t0)
         fallbacks.append(label)
         X = np.vstack([X, x[None]])
@@ -167,6 +160,86 @@ def run_bo(
         time.process_time() - cpu0,
         fallbacks,
     )
+
+
+def make_proposer(
+    method: str,
+    study: Study | TabularStudy,
+    meta_states: Sequence[TaskGPState],
+    budget: int,
+    acquisition: str = "ucb",
+    propose_kwargs: dict | None = None,
+):
+    """The :class:`~raymeta.gp.peers.Proposer` of ``method`` for ``study``."""
+    d, seed = study.family.dim, study.seed
+    if method == "random":
+        return _RandomProposer(np.random.default_rng([seed, 3]), d)
+    if method in ("scamlgp", "gpbo"):
+        states = list(meta_states) if method == "scamlgp" else []
+        return _ScaMLGPProposer(states, d, seed, acquisition, propose_kwargs or {})
+    from raymeta.gp import peers
+
+    if method == "rgpe":
+        return peers.RGPEProposer(meta_states, dim=d, seed=seed, budget=budget)
+    if method == "icm":
+        return peers.ICMProposer(study.meta_tasks, dim=d, seed=seed)
+    return peers.OptunaProposer(
+        "tpe" if method == "tpe" else "cmaes_ws", study.meta_tasks, dim=d, seed=seed
+    )
+
+
+@dataclass
+class _RandomProposer:
+    rng: np.random.Generator
+    dim: int
+
+    def next(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return self.rng.uniform(size=self.dim)
+
+
+@dataclass
+class _ScaMLGPProposer:
+    """ScaML-GP (plain GP-BO without meta-tasks) via :func:`propose`."""
+
+    states: list
+    dim: int
+    seed: int
+    acquisition: str
+    kwargs: dict
+    fallback: str | None = None
+    init_state: dict | None = None
+
+    def next(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+        t = X.shape[0]
+        target = (
+            None if t == 0 else TaskData("target", torch.tensor(X), torch.tensor(y))
+        )
+        prop = propose(
+            self.states,
+            target,
+            dim=self.dim,
+            seed=self.seed * 100_003 + t,
+            acquisition=self.acquisition,
+            init_state=self.init_state,
+            **self.kwargs,
+        )
+        self.fallback, self.init_state = prop.fallback, prop.target_state
+        return prop.x.numpy()
+
+
+def _distinct(target, x: np.ndarray, X: np.ndarray, rng: np.random.Generator):
+    """``(canonical x, repeated?)``: an exact repeat of a row of ``X`` is redrawn.
+
+    Up to 100 uniform draws; if every one repeats too (a tiny grid) the repeat stays.
+    """
+    x = target.canonical(x[None])[0]
+    repeated = False
+    for _ in range(100):
+        if not X.shape[0] or np.abs(X - x).max(1).min() > 1e-9:
+            return x, repeated
+        repeated = True
+        x = target.canonical(rng.uniform(size=(1, x.size)))[0]
+    return x, repeated
 
 
 def median_ci(
@@ -218,6 +291,31 @@ def icm_mll_seconds(tasks: Sequence[TaskData], *, repeats: int = 3) -> float:
             loss.backward()
             seconds.append(time.process_time() - cpu0)
     return float(np.median(seconds))
+
+
+def mean_ranks(
+    regrets: dict[str, np.ndarray], *, steps: Sequence[int]
+) -> dict[str, float]:
+    """Mean rank of each method over studies at each step (1 = best; ties averaged).
+
+    Args:
+        regrets: Method -> ``studies x T`` simple regrets, rows paired by study.
+        steps: Iterations (1-based) to report; steps beyond T are skipped.
+
+    Returns:
+        ``mean_rank@T/<method>``.
+    """
+    from scipy.stats import rankdata
+
+    methods = sorted(regrets)
+    stacked = np.stack([np.asarray(regrets[m], dtype=np.float64) for m in methods])
+    out = {}
+    for t in steps:
+        if t <= stacked.shape[2]:
+            ranks = rankdata(stacked[:, :, t - 1], axis=0)  # methods x studies
+            for m, r in zip(methods, ranks.mean(1), strict=True):
+                out[f"mean_rank@{t}/{m}"] = float(r)
+    return out
 
 
 def compare_methods(

@@ -41,7 +41,13 @@ from raymeta.gp.model import (
 from raymeta.gp.screen import screen_tasks
 from raymeta.tasks.data import TaskData
 
-__all__ = ["ACQUISITIONS", "MAX_FIT_TASKS", "Proposal", "propose"]
+__all__ = [
+    "ACQUISITIONS",
+    "MAX_FIT_TASKS",
+    "Proposal",
+    "optimise_acquisition",
+    "propose",
+]
 
 log = logging.getLogger(__name__)
 ACQUISITIONS = ("ucb", "ei", "logei")
@@ -339,6 +345,23 @@ def _too_close(x: torch.Tensor, avoid: torch.Tensor | None) -> torch.Tensor:
     if avoid is None or avoid.shape[0] == 0:
         return torch.zeros(x.shape[0], dtype=torch.bool)
     return (torch.cdist(x, avoid.to(x)) <= _AVOID_RADIUS).any(-1)
+
+
+def optimise_acquisition(
+    acq: AcquisitionFunction,
+    dim: int,
+    seed: int,
+    *,
+    num_restarts: int = 4,
+    raw_samples: int = 1024,
+    avoid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, float]:
+    """Maximise ``acq`` on the unit cube as :func:`propose` does.
+
+    Returns:
+        ``(x, value)``: the best point (``d``) and its acquisition value.
+    """
+    return _optimise(acq, dim, seed, num_restarts, raw_samples, avoid)
 
 
 def _optimise(acq, dim, seed, num_restarts, raw_samples, avoid):

@@ -20,8 +20,15 @@ Tune domain                  encoding (one column unless noted)             deco
 ``lograndint(l, u)``         log-width bins over ``l .. u-1``               int
 ``qlograndint(l, u, q)``     log-width bins over the multiples of q         int
 ``choice([...])``            **one-hot**, k columns; decoded by argmax      category
+:func:`ordinal` ``([...])``  one column, the values in order (log spacing    a value
+                             with ``log=True``); decoded to the nearest
 constants                    not encoded; passed through unchanged          as given
 ===========================  =============================================  ==========
+
+:func:`ordinal` is raymeta's domain for an ordered grid of numbers that no Tune
+domain spells exactly (batch sizes 8, 16, 32, 64; learning rates 5e-4, 1e-3, 5e-3,
+...): it *is* a ``tune.choice`` (a ``Categorical`` subclass), so every other Tune
+searcher treats it as one, while ScaMLGPSearch sees one ordered column.
 
 Categorical parameters are one-hot encoded (not ordinal) so the GP sees no spurious
 order between categories; their columns are decoded by argmax, so every point of the
@@ -68,17 +75,75 @@ from raymeta.errors import SearchSpaceError
 
 __all__ = [
     "SUPPORTED_DOMAINS",
+    "Ordinal",
     "Parameter",
     "SearchSpace",
     "convert_search_space",
     "flatten_config",
+    "ordinal",
     "unflatten_config",
 ]
 
 SUPPORTED_DOMAINS = (
     "uniform, loguniform, quniform, qloguniform, randint, qrandint, lograndint, "
-    "qlograndint, choice, and constants (nested dicts are flattened with '/')"
+    "qlograndint, choice, raymeta's ordinal, and constants (nested dicts are "
+    "flattened with '/')"
 )
+
+
+class Ordinal(Categorical):
+    """An ordered grid of numbers: a ``tune.choice`` that knows its order.
+
+    Args:
+        values: Strictly increasing finite numbers (at least two).
+        log: Space the values by their logarithm (all must be > 0).
+    """
+
+    def __init__(self, values: Any, log: bool = False):
+        """Validate the grid (a :class:`SearchSpaceError` names the problem)."""
+        values = list(values)
+        _check_ordinal(values, log)
+        super().__init__(values)
+        self.log = bool(log)
+
+    def __repr__(self) -> str:
+        return f"ordinal({self.categories}, log={self.log})"
+
+
+def ordinal(values: Any, *, log: bool = False) -> Ordinal:
+    """A Tune domain over an ordered numeric grid, sampled uniformly like ``choice``.
+
+    Example:
+        >>> space = convert_search_space({"batch": ordinal([8, 16, 32, 64], log=True)})
+        >>> space.dim, space.decode([0.4])["batch"]
+        (1, 16)
+
+    Raises:
+        SearchSpaceError: Fewer than two values, non-numbers, values not strictly
+            increasing, or a non-positive value with ``log=True``.
+    """
+    return Ordinal(values, log=log).uniform()
+
+
+def _check_ordinal(values: list, log: bool) -> None:
+    if len(values) < 2 or not all(_is_number(v) for v in values):
+        raise SearchSpaceError(
+            f"ordinal: expected at least two numbers, got {values!r}"
+        )
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise SearchSpaceError(
+            f"ordinal: values must be strictly increasing, got {values!r}"
+        )
+    if log and values[0] <= 0:
+        raise SearchSpaceError(f"ordinal(log=True): values must be > 0, got {values!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.number)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
 
 
 @dataclass(frozen=True)
@@ -87,12 +152,13 @@ class Parameter:
 
     Attributes:
         name: Flattened key, e.g. ``"opt/lr"``.
-        kind: ``"float"``, ``"int"`` or ``"categorical"``.
+        kind: ``"float"``, ``"int"``, ``"categorical"`` or ``"ordinal"``.
         lower: Smallest value the parameter can take (numeric kinds).
         upper: Largest value the parameter can take, inclusive (numeric kinds).
         log: Whether the encoding is linear in ``log(value)``.
         step: Grid spacing for integers and quantised floats; ``None`` = continuous.
-        categories: The choices of a categorical parameter.
+        categories: The choices of a categorical parameter, or the increasing
+            values of an ordinal one.
     """
 
     name: str
@@ -121,6 +187,8 @@ class Parameter:
             onehot = np.zeros(len(self.categories))
             onehot[self.index_of(value)] = 1.0
             return onehot
+        if self.kind == "ordinal":
+            return self._ordinal_coordinates()[[self._ordinal_index(value)]]
         low, high = self._edges()
         t = math.log(float(value)) if self.log else float(value)
         return np.array([(t - low) / (high - low)])
@@ -129,6 +197,11 @@ class Parameter:
         """Map unit-cube columns (shape ``(width,)``) to a value inside the domain."""
         if self.kind == "categorical":
             return self.categories[int(np.argmax(columns))]
+        if self.kind == "ordinal":
+            u = float(np.clip(columns[0], 0.0, 1.0))
+            return self.categories[
+                int(np.abs(self._ordinal_coordinates() - u).argmin())
+            ]
         low, high = self._edges()
         t = low + float(np.clip(columns[0], 0.0, 1.0)) * (high - low)
         value = math.exp(t) if self.log else t
@@ -136,6 +209,20 @@ class Parameter:
             value = round(value / self.step) * self.step
         value = min(max(value, self.lower), self.upper)
         return int(round(value)) if self.kind == "int" else float(value)
+
+    def _ordinal_coordinates(self) -> np.ndarray:
+        v = np.asarray(self.categories, dtype=np.float64)
+        v = np.log(v) if self.log else v
+        return (v - v[0]) / (v[-1] - v[0])
+
+    def _ordinal_index(self, value: Any) -> int:
+        """Index of the grid value ``value`` equals (relative tolerance 1e-9)."""
+        if _is_number(value):
+            grid = np.asarray(self.categories, dtype=np.float64)
+            close = np.isclose(grid, float(value), rtol=1e-9, atol=0.0)
+            if close.any():
+                return int(close.argmax())
+        raise ValueError(f"{value!r} is not one of {list(self.categories)}")
 
     def index_of(self, value: Any) -> int:
         """Position of ``value`` among the categories (raises ValueError if absent)."""
@@ -149,9 +236,11 @@ class Parameter:
 
     def contains(self, value: Any, *, atol: float = 1e-9) -> bool:
         """Whether ``value`` is a valid value of this parameter (bounds/choices)."""
-        if self.kind == "categorical":
+        if self.kind in ("categorical", "ordinal"):
             try:
-                self.index_of(value)
+                (self.index_of if self.kind == "categorical" else self._ordinal_index)(
+                    value
+                )
             except ValueError:
                 return False
             return True
@@ -165,6 +254,8 @@ class Parameter:
         """Human-readable domain, used in error messages."""
         if self.kind == "categorical":
             return f"choice({list(self.categories)})"
+        if self.kind == "ordinal":
+            return f"ordinal({list(self.categories)}, log={self.log})"
         scale = "log " if self.log else ""
         grid = f" step {self.step:g}" if self.step is not None else ""
         return f"{scale}{self.kind} in [{self.lower:g}, {self.upper:g}]{grid}"
@@ -353,6 +444,10 @@ def _convert_domain(name: str, domain: Domain) -> Parameter:
         _reject(name, "sample_from (a function)", "it cannot be encoded as bounds")
     if isinstance(sampler, Normal):
         _reject(name, f"{label} (randn/qrandn)", "a normal has no bounds")
+    if isinstance(domain, Ordinal):
+        return Parameter(
+            name, "ordinal", categories=tuple(domain.categories), log=domain.log
+        )
     if isinstance(domain, Categorical):
         if not domain.categories:
             _reject(name, "choice([]) with no categories", "give at least one")

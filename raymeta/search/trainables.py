@@ -1,10 +1,15 @@
 """Benchmark task families as Tune trainables, and their meta-data in the store.
 
-A family member (:class:`~raymeta.tasks.bo.BenchmarkTask`) becomes a Tune problem with
+A family member (:class:`~raymeta.tasks.bo.BenchmarkTask`, or a dataset of a tabular
+family, :class:`~raymeta.tasks.tabular.TabularTask`) becomes a Tune problem with
 
 - :func:`family_space`: one ``tune.uniform`` per input over the family's domain box,
-  named ``x0, x1, ...``. Its unit-cube encoding equals the family's own unit cube, so
+  named ``x0, x1, ...``; for a tabular family its own parameters, each an
+  :func:`~raymeta.search.space.ordinal` over the package's grid (log-spaced where the
+  grid is), ``tune.choice`` for a free categorical one and constants for the fixed
+  ones. Either way its unit-cube encoding equals the family's own unit cube, so
   a study's :class:`~raymeta.tasks.data.TaskData` can be used as meta-data directly;
+- :func:`draw_family_study`: the study of a job config (parametric or tabular);
 - :func:`family_trainable`: a function trainable reporting ``loss`` (noisy, as the
   searcher sees it) and ``true_loss`` (noise-free, for regret);
 - :func:`record_meta_tasks`: writes a study's meta-task observations to the store's
@@ -29,34 +34,112 @@ from typing import Any
 import numpy as np
 from ray import tune
 
+from raymeta.errors import UnknownTaskFamilyError
+from raymeta.search.space import ordinal
 from raymeta.tasks.bo import (
+    FAMILIES,
     BenchmarkTask,
     DigitsSVM,
     Study,
     TaskFamily,
+    draw_study,
     install_digits_tables,
 )
+from raymeta.tasks.tabular import (
+    TABULAR_FAMILIES,
+    TabularFamily,
+    TabularStudy,
+    TabularTask,
+    draw_tabular_study,
+)
 
-__all__ = ["family_space", "family_trainable", "record_meta_tasks", "unit_point"]
+__all__ = [
+    "draw_family_study",
+    "family_names",
+    "family_space",
+    "family_trainable",
+    "record_meta_tasks",
+    "unit_point",
+]
 
 
-def family_space(family: TaskFamily) -> dict[str, Any]:
-    """Tune search space over the family's domain: ``{"x0": uniform(lo, hi), ...}``."""
+def family_names() -> list[str]:
+    """Every family a job can name: parametric and tabular."""
+    return sorted([*FAMILIES, *TABULAR_FAMILIES])
+
+
+def draw_family_study(
+    name: str,
+    *,
+    seed: int,
+    num_meta: int,
+    n_meta: int,
+    target: str = "",
+    noisy: bool = False,
+) -> Study | TabularStudy:
+    """The study of family ``name``: parametric (``num_meta`` x ``n_meta`` points)
+    or tabular (leave-one-out with ``target`` as the target dataset; ``num_meta``
+    is ignored, every other dataset is a meta-task).
+
+    Raises:
+        UnknownTaskFamilyError: No family ``name``.
+        MetaDataError: A tabular family without a valid ``target`` dataset.
+    """
+    if name in TABULAR_FAMILIES:
+        family = TABULAR_FAMILIES[name]
+        return draw_tabular_study(
+            family, target=target, seed=seed, n_meta=n_meta, noisy=noisy
+        )
+    if name not in FAMILIES:
+        raise UnknownTaskFamilyError(
+            f"unknown task family {name!r}; expected one of {family_names()}"
+        )
+    return draw_study(FAMILIES[name], seed=seed, num_meta=num_meta, n_meta=n_meta)
+
+
+def family_space(family: TaskFamily | TabularFamily) -> dict[str, Any]:
+    """Tune search space of a family (see the module docstring)."""
+    if isinstance(family, TabularFamily):
+        return _tabular_space(family)
     return {
         f"x{i}": tune.uniform(lo, hi)
         for i, (lo, hi) in enumerate(zip(family.lower, family.upper, strict=True))
     }
 
 
-def unit_point(family: TaskFamily, config: dict[str, Any]) -> np.ndarray:
+def _tabular_space(family: TabularFamily) -> dict[str, Any]:
+    space: dict[str, Any] = {}
+    for p in family.grid:
+        if p.name in family.fixed:
+            space[p.name] = family.fixed[p.name]
+        elif p.numeric:
+            space[p.name] = ordinal(list(p.values), log=p.scale == "log")
+        else:
+            space[p.name] = tune.choice(list(p.values))
+    return space
+
+
+def unit_point(
+    family: TaskFamily | TabularFamily, config: dict[str, Any]
+) -> np.ndarray:
     """The unit-cube point (shape ``(d,)``) of a config over :func:`family_space`."""
+    if isinstance(family, TabularFamily):
+        return family.encode(config)
     lo, hi = np.asarray(family.lower), np.asarray(family.upper)
     x = np.array([config[f"x{i}"] for i in range(family.dim)], dtype=np.float64)
     return (x - lo) / (hi - lo)
 
 
+def _config_of(family: TaskFamily | TabularFamily, x: np.ndarray) -> dict[str, Any]:
+    """The config over :func:`family_space` of a unit-cube point."""
+    if isinstance(family, TabularFamily):
+        return family.decode(x)
+    lo, hi = np.asarray(family.lower), np.asarray(family.upper)
+    return {f"x{j}": float(v) for j, v in enumerate(lo + x * (hi - lo))}
+
+
 def family_trainable(
-    task: BenchmarkTask, *, noise_seed: int
+    task: BenchmarkTask | TabularTask, *, noise_seed: int, noisy: bool = True
 ) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable evaluating ``task`` once per trial.
 
@@ -64,6 +147,8 @@ def family_trainable(
         task: The family member to evaluate.
         noise_seed: Seed of the observation noise; the noise of a trial depends only
             on it and the config, so a retried or restored trial sees the same value.
+        noisy: Observe with noise (a tabular task: one random seed); False reports
+            the noise-free value as ``loss`` too.
 
     Returns:
         ``trainable(config)`` that reports ``{"loss": noisy, "true_loss": clean}``.
@@ -76,22 +161,28 @@ def family_trainable(
         x = unit_point(task.family, config)[None]
         digest = hashlib.sha256(x.tobytes()).digest()
         rng = np.random.default_rng([noise_seed, int.from_bytes(digest[:8], "big")])
-        tune.report({"loss": float(task(x, rng)[0]), "true_loss": float(task(x)[0])})
+        clean = float(task(x)[0])
+        loss = float(task(x, rng)[0]) if noisy else clean
+        tune.report({"loss": loss, "true_loss": clean})
 
     return trainable
 
 
-def _tabulated(task: BenchmarkTask) -> dict:
+def _tabulated(task: BenchmarkTask | TabularTask) -> dict:
     # Tabulated families (digits-SVM) compute their grid on first use, ~3-40 s of
     # SVM fits; ship the driver's copy with the trainable instead of refitting it in
-    # every trial actor.
-    if not isinstance(task.family.fn, DigitsSVM):
+    # every trial actor. (A tabular task reads the package's table, < 0.5 s.)
+    if isinstance(task, TabularTask) or not isinstance(task.family.fn, DigitsSVM):
         return {}
     return task.family.fn.tables(task.params["choice"])
 
 
 def record_meta_tasks(
-    store: Any, study: Study, *, metric: str = "loss", searcher: str = "random"
+    store: Any,
+    study: Study | TabularStudy,
+    *,
+    metric: str = "loss",
+    searcher: str = "random",
 ) -> list[str]:
     """Write a study's meta-task observations to the store's ``trials`` table.
 
@@ -108,12 +199,9 @@ def record_meta_tasks(
     Returns:
         The experiment names written (one per meta-task).
     """
-    family = study.family
-    lo, hi = np.asarray(family.lower), np.asarray(family.upper)
     experiments = []
     now = datetime.now(UTC)
     for task in study.meta_tasks:
-        X = lo + task.X.numpy() * (hi - lo)
         rows = [
             {
                 "experiment": task.task_id,
@@ -124,12 +212,14 @@ def record_meta_tasks(
                 "metric": metric,
                 "value": float(y),
                 "mode": "min",
-                "config": json.dumps({f"x{j}": float(v) for j, v in enumerate(x)}),
+                "config": json.dumps(_config_of(study.family, x)),
                 "searcher": searcher,
                 "seed": study.seed,
                 "finished_at": now,
             }
-            for i, (x, y) in enumerate(zip(X, task.y.tolist(), strict=True))
+            for i, (x, y) in enumerate(
+                zip(task.X.numpy(), task.y.tolist(), strict=True)
+            )
         ]
         store.append("trials", rows, key=("meta-data", task.task_id))
         experiments.append(task.task_id)

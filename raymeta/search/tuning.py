@@ -38,6 +38,7 @@ from raymeta.search.resume import restorable
 from raymeta.search.searcher import ScaMLGPSearch
 from raymeta.search.trainables import family_space, family_trainable
 from raymeta.tasks.bo import Study
+from raymeta.tasks.tabular import TabularStudy
 
 __all__ = [
     "SEARCHERS",
@@ -157,7 +158,7 @@ def build_searcher(
 
 
 def run_family_tuning(
-    study: Study,
+    study: Study | TabularStudy,
     *,
     searcher: Searcher,
     experiment: str,
@@ -198,7 +199,8 @@ def run_family_tuning(
     # finished after the last save are run again on restore. Save after every step,
     # so a stopped job loses at most the trials in flight (unless the user chose).
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
-    trainable = family_trainable(study.target, noise_seed=study.seed)
+    noisy = not isinstance(study, TabularStudy) or study.noisy
+    trainable = family_trainable(study.target, noise_seed=study.seed, noisy=noisy)
     storage_fs = None
     if "://" not in storage_path:
         storage_fs = atomic_local_filesystem()

@@ -121,6 +121,10 @@ class BenchmarkTask:
             y = y + self.family.noise_std * rng.standard_normal(y.shape)
         return y
 
+    def canonical(self, x: np.ndarray) -> np.ndarray:
+        """The points that are really evaluated: ``x`` itself (continuous domain)."""
+        return np.atleast_2d(np.asarray(x, dtype=np.float64))
+
     def optimum(self) -> float:
         """Noise-free minimum on the domain (see :func:`find_optimum`)."""
         return find_optimum(self)

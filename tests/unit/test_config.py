@@ -227,3 +227,23 @@ def test_override_reaches_into_sections_and_rechecks():
         override(cfg, {"scalng.num_workers": 2})
     with pytest.raises(ConfigError, match="optim.lr: must be > 0"):
         override(cfg, {"optim.lr": -1.0})
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ('family = "fcnett"', "family: expected one of .*'fcnet'"),
+        ('family = "fcnet"', "target: the fcnet target dataset, one of"),
+        ('family = "fcnet"\ntarget = "naval"', "got 'naval'"),
+        ('family = "branin"\ntarget = "naval_propulsion"', "only for the tabular"),
+    ],
+)
+def test_tune_config_checks_the_family_and_target(tmp_path, lines, message):
+    path = _toml(tmp_path, f'job = "tune_scamlgp"\n{lines}\n')
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_the_fcnet_job_config_is_valid():
+    cfg = load_config(CONFIGS / "tune_scamlgp_fcnet.toml")
+    assert cfg.family == "fcnet" and cfg.target == "protein_structure"

@@ -85,7 +85,7 @@ def test_random_and_gpbo_loops_are_reproducible_and_record_steps(tmp_path):
 def test_unknown_method_is_rejected():
     study = draw_study(FAMILIES["branin"], seed=0, num_meta=0, n_meta=1)
     with pytest.raises(MetaDataError, match="method must be one of"):
-        run_bo(study, "tpe", [], budget=1, f_star=0.0)
+        run_bo(study, "hyperband", [], budget=1, f_star=0.0)
 
 
 def test_icm_baseline_is_timed_on_all_points_of_all_tasks():

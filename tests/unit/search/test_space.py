@@ -10,6 +10,7 @@ from raymeta.errors import SearchSpaceError
 from raymeta.search.space import (
     convert_search_space,
     flatten_config,
+    ordinal,
     unflatten_config,
 )
 
@@ -24,6 +25,8 @@ DOMAINS = {
     "lograndint": (tune.lograndint(1, 100), int, 99),
     "qlograndint": (tune.qlograndint(4, 64, 4), int, 16),
     "choice": (tune.choice(["a", "b", 3]), None, 3),
+    "ordinal_log": (ordinal([8, 16, 32, 64], log=True), int, 4),
+    "ordinal": (ordinal([0.0, 0.3, 0.6]), float, 3),
 }
 
 
@@ -36,8 +39,8 @@ def _space():
 
 def test_dimension_counts_one_hot_columns():
     space = convert_search_space(_space())
-    # 8 numeric + 3 one-hot + nested/inner
-    assert space.dim == 12
+    # 8 numeric + 3 one-hot + 2 ordinal + nested/inner
+    assert space.dim == 14
     assert "nested/inner" in space.names
     assert space.constants == {"nested/const": 7, "top_const": "x"}
 
@@ -124,3 +127,46 @@ def test_encode_rejects_values_outside_the_space():
         space.encode({"x": 0.5, "c": "z"})
     with pytest.raises(SearchSpaceError, match=r"no value for parameter 'c'"):
         space.encode({"x": 0.5})
+
+
+def test_ordinal_is_one_ordered_column_in_value_or_log_spacing():
+    space = convert_search_space(
+        {
+            "batch": ordinal([8, 16, 32, 64], log=True),
+            "lr": ordinal([5e-4, 1e-3, 1e-1], log=True),
+        }
+    )
+    assert space.dim == 2
+    np.testing.assert_allclose(space.encode({"batch": 16, "lr": 1e-3})[0], 1 / 3)
+    lr_coords = np.log([5e-4, 1e-3, 1e-1]) - np.log(5e-4)
+    np.testing.assert_allclose(
+        space.encode({"batch": 8, "lr": 1e-3})[1], lr_coords[1] / lr_coords[2]
+    )
+    assert space.decode(np.array([0.2, 0.0]))["batch"] == 16  # nearest grid value
+    assert space.decode(np.array([0.0, 0.9]))["lr"] == 1e-1
+    with pytest.raises(SearchSpaceError, match="outside its domain ordinal"):
+        space.encode({"batch": 12, "lr": 1e-3})
+
+
+def test_ordinal_is_a_choice_for_other_searchers():
+    from ray.tune.search.optuna.optuna_search import OptunaSearch
+    from ray.tune.search.sample import Categorical
+
+    domain = ordinal([1, 2, 3])
+    assert isinstance(domain, Categorical) and domain.sample() in (1, 2, 3)
+    converted = OptunaSearch.convert_search_space({"depth": domain})
+    assert converted["depth"].choices == (1, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "values, log, match",
+    [
+        ([1], False, "at least two numbers"),
+        ([1, "a"], False, "at least two numbers"),
+        ([2, 1], False, "strictly increasing"),
+        ([0, 1], True, "must be > 0"),
+    ],
+)
+def test_bad_ordinal_grids_are_rejected(values, log, match):
+    with pytest.raises(SearchSpaceError, match=match):
+        ordinal(values, log=log)
