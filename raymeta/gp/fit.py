@@ -37,14 +37,14 @@ from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Standardize
 from botorch.optim.fit import fit_gpytorch_mll_scipy
 from gpytorch.constraints import Interval
-from gpytorch.kernels import RBFKernel, ScaleKernel
+from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.likelihoods import GaussianLikelihood
 from gpytorch.means import ZeroMean
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import GammaPrior, LogNormalPrior
 
 from raymeta.errors import FitError, MetaDataError
-from raymeta.gp.kernel import cholesky_jitter, scaled_rbf
+from raymeta.gp.kernel import check_kernel, cholesky_jitter, scaled_kernel
 from raymeta.gp.mll import MapObjective, box_bounds, minimise_starts
 from raymeta.gp.priors import KERNEL_BOUNDS, META_PRIORS, NOISE_BOUNDS, draw_in_bounds
 from raymeta.tasks.data import TaskData
@@ -93,6 +93,7 @@ class TaskGPState:
     alpha: torch.Tensor
     mll: float
     fit_seconds: float
+    kernel: str = "rbf"
 
     @property
     def n(self) -> int:
@@ -125,6 +126,8 @@ class TaskGPState:
             if content_only and f.name in ("task_id", "fit_seconds"):
                 continue
             value = getattr(self, f.name)
+            if f.name == "kernel" and value == "rbf":
+                continue  # RBF states keep the bytes (and digests) of before Matern
             arrays[f.name] = (
                 value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
             )
@@ -141,7 +144,7 @@ class TaskGPState:
                 if f.name not in npz.files:
                     continue
                 arr = npz[f.name]
-                if f.name in ("task_id", "task_hash"):
+                if f.name in ("task_id", "task_hash", "kernel"):
                     kw[f.name] = str(arr)
                 elif f.name in ("mll", "fit_seconds"):
                     kw[f.name] = float(arr)
@@ -162,7 +165,7 @@ class FitSettings:
         restarts: Prior-drawn restarts after the default start.
         maxiter: L-BFGS-B iteration cap per start.
         optimizer: ``"lbfgs"`` or ``"botorch"`` (see :func:`fit_task_gp`).
-        kernel: The kernel family (``"rbf"``, the only one so far).
+        kernel: The kernel family, ``"rbf"`` or ``"matern52"``.
     """
 
     restarts: int = 5
@@ -172,8 +175,7 @@ class FitSettings:
 
     def __post_init__(self) -> None:
         """Reject settings the fit does not implement."""
-        if self.kernel != "rbf":
-            raise MetaDataError(f"kernel must be 'rbf'; got {self.kernel!r}")
+        check_kernel(self.kernel)
         if self.optimizer not in ("lbfgs", "botorch"):
             raise MetaDataError(
                 f"optimizer must be 'lbfgs' or 'botorch'; got {self.optimizer!r}"
@@ -203,6 +205,7 @@ class FitSettings:
             restarts=self.restarts,
             maxiter=self.maxiter,
             optimizer=self.optimizer,
+            kernel=self.kernel,
         )
 
 
@@ -211,14 +214,19 @@ def seed_from_hash(task_hash: str, seed: int) -> int:
     return (int(task_hash[:15], 16) + 1_000_003 * int(seed)) % (2**63 - 1)
 
 
-def build_meta_gp(task: TaskData) -> SingleTaskGP:
+def build_meta_gp(task: TaskData, kernel: str = "rbf") -> SingleTaskGP:
     """The meta-task SingleTaskGP with the spec's priors, bounds and start values."""
     d = task.dim
     ls, os_, noise = META_PRIORS.start
-    base = RBFKernel(
-        ard_num_dims=d,
-        lengthscale_prior=GammaPrior(*META_PRIORS.lengthscale[1:]),
-        lengthscale_constraint=Interval(*KERNEL_BOUNDS),
+    base_kwargs = {
+        "ard_num_dims": d,
+        "lengthscale_prior": GammaPrior(*META_PRIORS.lengthscale[1:]),
+        "lengthscale_constraint": Interval(*KERNEL_BOUNDS),
+    }
+    base = (
+        RBFKernel(**base_kwargs)
+        if check_kernel(kernel) == "rbf"
+        else MaternKernel(nu=2.5, **base_kwargs)
     )
     kernel = ScaleKernel(
         base,
@@ -276,6 +284,7 @@ def fit_task_gp(
     restarts: int = 5,
     maxiter: int = 200,
     optimizer: str = "lbfgs",
+    kernel: str = "rbf",
 ) -> TaskGPState:
     """Fit one meta-task GP by MAP with 1 default start plus prior-drawn restarts.
 
@@ -290,6 +299,7 @@ def fit_task_gp(
             objective with analytic gradients (:class:`~raymeta.gp.mll.MapObjective`,
             about 5x faster); ``"botorch"``: botorch's ``fit_gpytorch_mll_scipy`` on
             the ``SingleTaskGP`` of :func:`build_meta_gp`.
+        kernel: ``"rbf"`` or ``"matern52"`` (Scale(kernel-ARD)).
 
     Returns:
         The fitted state (float64).
@@ -304,12 +314,14 @@ def fit_task_gp(
         raise MetaDataError(
             f"optimizer must be 'lbfgs' or 'botorch'; got {optimizer!r}"
         )
+    check_kernel(kernel)
     start_time = time.perf_counter()
     task = task.sorted()
     if optimizer == "lbfgs":
-        best, y_mean, y_std = _fit_fast(task, seed, restarts, maxiter)
-        return _make_state(task, y_mean, y_std, best, time.perf_counter() - start_time)
-    model = build_meta_gp(task)
+        best, y_mean, y_std = _fit_fast(task, seed, restarts, maxiter, kernel)
+        seconds = time.perf_counter() - start_time
+        return _make_state(task, y_mean, y_std, best, seconds, kernel)
+    model = build_meta_gp(task, kernel)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     best: tuple[float, dict] | None = None
     for ls, os_, noise in _restart_starts(task.dim, restarts, seed):
@@ -333,11 +345,12 @@ def fit_task_gp(
     tf = model.outcome_transform
     y_mean = tf.means.detach().reshape(())
     y_std = tf.stdvs.detach().reshape(())
-    return _make_state(task, y_mean, y_std, best, time.perf_counter() - start_time)
+    seconds = time.perf_counter() - start_time
+    return _make_state(task, y_mean, y_std, best, seconds, kernel)
 
 
 def _fit_fast(
-    task: TaskData, seed: int, restarts: int, maxiter: int
+    task: TaskData, seed: int, restarts: int, maxiter: int, kernel: str = "rbf"
 ) -> tuple[tuple[float, dict], torch.Tensor, torch.Tensor]:
     """MAP fit with :class:`MapObjective` (no weights, meta priors)."""
     y_mean = task.y.mean()
@@ -351,6 +364,7 @@ def _fit_fast(
         torch.zeros(0, n, dtype=torch.float64),
         torch.zeros(0, n, n, dtype=torch.float64),
         META_PRIORS,
+        kernel,
     )
     starts = [
         np.log(np.concatenate([ls, [os_, noise]]))
@@ -390,10 +404,11 @@ def _make_state(
     y_std: torch.Tensor,
     best: tuple[float, dict],
     seconds: float,
+    kernel: str = "rbf",
 ) -> TaskGPState:
     value, hp = best
     z = (task.y - y_mean) / y_std
-    K = scaled_rbf(task.X, task.X, hp["lengthscale"], hp["outputscale"])
+    K = scaled_kernel(task.X, task.X, hp["lengthscale"], hp["outputscale"], kernel)
     K = K + hp["noise"] * torch.eye(task.n, dtype=torch.float64)
     try:
         chol, _ = cholesky_jitter(K)
@@ -413,4 +428,5 @@ def _make_state(
         alpha=alpha,
         mll=value,
         fit_seconds=seconds,
+        kernel=kernel,
     )

@@ -20,14 +20,14 @@ import torch
 
 from raymeta.errors import MetaDataError
 from raymeta.gp.fit import TaskGPState
-from raymeta.gp.kernel import scaled_rbf
+from raymeta.gp.kernel import scaled_kernel
 
 __all__ = ["MetaStack"]
 
 
 @dataclass(frozen=True)
 class _Group:
-    """Tasks with equal n, stacked along a leading dimension G."""
+    """Tasks with equal n and kernel, stacked along a leading dimension G."""
 
     X: torch.Tensor  # G x N x d
     lengthscale: torch.Tensor  # G x d
@@ -36,18 +36,20 @@ class _Group:
     y_std: torch.Tensor  # G
     chol: torch.Tensor  # G x N x N
     alpha: torch.Tensor  # G x N
+    kind: str = "rbf"  # the kernel of every task in the group
 
     def kernel(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """Per-task prior kernel ``G x |A| x |B|`` (A, B shared ``p x d`` points)."""
-        return scaled_rbf(A, B, self.lengthscale, self.outputscale)
+        return scaled_kernel(A, B, self.lengthscale, self.outputscale, self.kind)
 
     def means(self, Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means ``G x P`` and the cross kernel ``k(X, Z)``, ``G x N x P``."""
-        kxz = scaled_rbf(
+        kxz = scaled_kernel(
             self.X,
             Z.expand(self.X.shape[0], *Z.shape),
             self.lengthscale,
             self.outputscale,
+            self.kind,
         )
         mean = self.y_mean[:, None] + self.y_std[:, None] * (
             kxz.transpose(-1, -2) @ self.alpha[..., None]
@@ -79,9 +81,12 @@ class MetaStack:
                 f"meta-task states have different input dimensions {sorted(dims)}; "
                 "all tasks must share one search space"
             )
-        sizes = sorted({s.n for s in states})
-        self.states = [s for n in sizes for s in states if s.n == n]
-        self.groups = [self._stack([s for s in self.states if s.n == n]) for n in sizes]
+        keys = sorted({(s.n, s.kernel) for s in states})
+        self.states = [s for key in keys for s in states if (s.n, s.kernel) == key]
+        self.groups = [
+            self._stack([s for s in self.states if (s.n, s.kernel) == key])
+            for key in keys
+        ]
 
     @staticmethod
     def _stack(states: list[TaskGPState]) -> _Group:
@@ -93,6 +98,7 @@ class MetaStack:
             y_std=torch.stack([s.y_std.reshape(()) for s in states]),
             chol=torch.stack([s.chol for s in states]),
             alpha=torch.stack([s.alpha for s in states]),
+            kind=states[0].kernel,
         )
 
     def __len__(self) -> int:

@@ -25,6 +25,7 @@ import torch
 from botorch.optim.batched_lbfgs_b import fmin_l_bfgs_b_batched
 from threadpoolctl import threadpool_limits
 
+from raymeta.gp.kernel import unit_kernel
 from raymeta.gp.priors import (
     KERNEL_BOUNDS,
     NOISE_BOUNDS,
@@ -55,6 +56,7 @@ class MapObjective:
         means: ``M x n`` meta posterior means (standardised units).
         covs: ``M x n x n`` meta posterior covariances (standardised units).
         priors: Priors of lengthscale, outputscale and noise.
+        kernel: ``"rbf"`` or ``"matern52"`` (:mod:`raymeta.gp.kernel`).
     """
 
     X: torch.Tensor
@@ -62,6 +64,7 @@ class MapObjective:
     means: torch.Tensor  # M x n meta posterior means / S
     covs: torch.Tensor  # M x n x n, divided by S^2
     priors: HyperPriors
+    kernel: str = "rbf"
 
     @cached_property
     def _diff2(self) -> torch.Tensor:
@@ -96,8 +99,9 @@ class MapObjective:
         ls, os_, noise = theta[:, :d].exp(), theta[:, d].exp(), theta[:, d + 1].exp()
         w = theta[:, d + 2 :]
         diff2, eye = self._diff2, self._eye
-        rbf = torch.exp(-0.5 * (diff2 / ls[:, None, :] ** 2).sum(-1)).reshape(R, n, n)
-        K = os_[:, None, None] * rbf + noise[:, None, None] * eye
+        q = (diff2 / ls[:, None, :] ** 2).sum(-1).reshape(R, n, n)
+        unit, slope = unit_kernel(q, self.kernel)
+        K = os_[:, None, None] * unit + noise[:, None, None] * eye
         covs = self.covs.reshape(m, n * n)
         resid = self.z.expand(R, n)
         if m:
@@ -114,10 +118,10 @@ class MapObjective:
             - L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
             - 0.5 * n * math.log(2 * math.pi)
         )
-        GK = (G * os_[:, None, None] * rbf).reshape(R, n * n)
+        G_os = G * os_[:, None, None]
         grad = torch.empty_like(theta)
-        grad[:, :d] = (GK @ diff2) / ls**2
-        grad[:, d] = GK.sum(-1)
+        grad[:, :d] = ((G_os * slope).reshape(R, n * n) @ diff2) / ls**2
+        grad[:, d] = (G_os * unit).reshape(R, n * n).sum(-1)
         grad[:, d + 1] = noise * G.diagonal(dim1=-2, dim2=-1).sum(-1)
         if m:
             grad[:, d + 2 :] = 2 * w * (G.reshape(R, n * n) @ covs.T) + a @ self.means.T

@@ -28,7 +28,7 @@ from botorch.models.model import Model
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.distributions import MultivariateNormal
 
-from raymeta.gp.kernel import cholesky_jitter, scaled_rbf
+from raymeta.gp.kernel import check_kernel, cholesky_jitter, scaled_kernel
 from raymeta.gp.meta import MetaStack
 from raymeta.gp.mll import MapObjective, box_bounds, minimise_starts
 from raymeta.gp.priors import (
@@ -54,6 +54,7 @@ class TargetHypers:
         noise: Noise variance sigma_t^2 (standardised units).
         weights: ``M`` meta-task weights, in :class:`MetaStack` order.
         objective: Best negative MAP objective per point (nan if not fitted).
+        kernel: The residual kernel k_t, ``"rbf"`` or ``"matern52"``.
     """
 
     lengthscale: torch.Tensor
@@ -61,9 +62,10 @@ class TargetHypers:
     noise: torch.Tensor
     weights: torch.Tensor
     objective: float = float("nan")
+    kernel: str = "rbf"
 
     @classmethod
-    def default(cls, dim: int, num_tasks: int) -> TargetHypers:
+    def default(cls, dim: int, num_tasks: int, kernel: str = "rbf") -> TargetHypers:
         """Start values: lengthscale 1, outputscale 0.1, noise 1e-3, w = 1/M."""
         ls, os_, noise = TARGET_PRIORS.start
         return cls(
@@ -71,6 +73,7 @@ class TargetHypers:
             torch.tensor(os_, dtype=torch.float64),
             torch.tensor(noise, dtype=torch.float64),
             torch.full((num_tasks,), 1.0 / max(num_tasks, 1), dtype=torch.float64),
+            kernel=check_kernel(kernel),
         )
 
 
@@ -148,7 +151,9 @@ class ScaMLGP(Model):
 
     def _residual(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         h = self.hypers
-        return self.scale**2 * scaled_rbf(A, B, h.lengthscale, h.outputscale)
+        return self.scale**2 * scaled_kernel(
+            A, B, h.lengthscale, h.outputscale, h.kernel
+        )
 
     def _prior_mean(self, meta_means: torch.Tensor) -> torch.Tensor:
         if len(self.meta) == 0:
@@ -216,8 +221,12 @@ class ScaMLGP(Model):
         """Unscaled meta posterior covariance within each q-batch: ``G x B x q x q``."""
         B, q, _ = Z.shape
         G = group.X.shape[0]
-        prior = scaled_rbf(
-            Z[None], Z[None], group.lengthscale[:, None, :], group.outputscale[:, None]
+        prior = scaled_kernel(
+            Z[None],
+            Z[None],
+            group.lengthscale[:, None, :],
+            group.outputscale[:, None],
+            group.kind,
         )
         vb = v_z.reshape(G, -1, B, q)
         return prior - torch.einsum("gnbi,gnbj->gbij", vb, vb)
@@ -299,6 +308,7 @@ def fit_target(
     init: TargetHypers | None = None,
     restarts: int = 5,
     maxiter: int = 200,
+    kernel: str = "rbf",
 ) -> TargetHypers:
     """MAP fit of the weights, k_t and sigma_t with the meta GPs frozen.
 
@@ -310,17 +320,22 @@ def fit_target(
         init: Warm start for k_t and noise (its weights are reset to 1/M).
         restarts: Prior-drawn restarts after the warm start.
         maxiter: L-BFGS-B iteration cap per start.
+        kernel: The residual kernel k_t (``"rbf"`` or ``"matern52"``).
 
     Returns:
         The best hyperparameters; the defaults (w = 1/M) when ``n == 0``.
     """
     d, m = X.shape[1], len(meta)
-    default = TargetHypers.default(d, m)
+    default = TargetHypers.default(d, m, kernel)
     base = (
         default
         if init is None
         else TargetHypers(
-            init.lengthscale, init.outputscale, init.noise, default.weights
+            init.lengthscale,
+            init.outputscale,
+            init.noise,
+            default.weights,
+            kernel=kernel,
         )
     )
     if X.shape[0] == 0:
@@ -328,7 +343,7 @@ def fit_target(
     y_bar, scale = normalisation(meta, y)
     means, covs = meta.posterior(X)
     z = (y - (y_bar if m == 0 else 0.0)) / scale
-    obj = MapObjective(X, z, means / scale, covs / scale**2, TARGET_PRIORS)
+    obj = MapObjective(X, z, means / scale, covs / scale**2, TARGET_PRIORS, kernel)
     fits = minimise_starts(
         obj, _starts(base, restarts, seed), box_bounds(d, m), maxiter
     )
@@ -337,4 +352,6 @@ def fit_target(
         raise torch.linalg.LinAlgError("every target fit start failed")
     best = min(finite, key=lambda fit: fit[1])
     x, value = best
-    return TargetHypers(x[:d].exp(), x[d].exp(), x[d + 1].exp(), x[d + 2 :], value)
+    return TargetHypers(
+        x[:d].exp(), x[d].exp(), x[d + 1].exp(), x[d + 2 :], value, kernel
+    )

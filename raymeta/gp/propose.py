@@ -30,6 +30,7 @@ from torch.quasirandom import SobolEngine
 
 from raymeta.errors import MetaDataError
 from raymeta.gp.fit import TaskGPState
+from raymeta.gp.kernel import check_kernel
 from raymeta.gp.meta import MetaStack
 from raymeta.gp.model import (
     PRUNE_THRESHOLD,
@@ -98,6 +99,7 @@ def propose(
     raw_samples: int = 1024,
     prune_threshold: float = PRUNE_THRESHOLD,
     max_fit_tasks: int | None = MAX_FIT_TASKS,
+    kernel: str = "rbf",
 ) -> Proposal:
     """Propose the next target point with ScaML-GP (plain GP-BO when no meta-tasks).
 
@@ -121,6 +123,8 @@ def propose(
             the ones with the highest marginal-likelihood gain
             (:func:`~raymeta.gp.screen.screen_tasks`); the rest get weight 0 and are
             listed in :attr:`Proposal.screened`. None never screens.
+        kernel: The target's residual kernel k_t, ``"rbf"`` or ``"matern52"`` (the
+            meta-task GPs keep the kernel they were fitted with).
 
     Returns:
         The proposal.
@@ -130,9 +134,12 @@ def propose(
             acquisition (bad input, not numerical trouble).
     """
     X, y = _check_inputs(meta_states, target, dim, pending, avoid, acquisition)
+    check_kernel(kernel)
     gen = torch.Generator().manual_seed(int(seed))
     meta = MetaStack(meta_states)
-    plan = _FitPlan(int(seed), restarts, maxiter, prune_threshold, max_fit_tasks)
+    plan = _FitPlan(
+        int(seed), restarts, maxiter, prune_threshold, max_fit_tasks, kernel
+    )
     model, hypers, fallback = _fit_with_fallbacks(meta, X, y, init_state, plan)
     weights = _weights_by_id(meta_states, model, hypers)
     state = _target_state(hypers, weights)
@@ -190,7 +197,7 @@ def _check_inputs(meta_states, target, dim, pending, avoid, acquisition):
     return t.X, t.y
 
 
-def _hypers_from_state(state: dict | None, meta: MetaStack, dim: int):
+def _hypers_from_state(state: dict | None, meta: MetaStack, dim: int, kernel: str):
     if not state:
         return None
     try:
@@ -199,6 +206,7 @@ def _hypers_from_state(state: dict | None, meta: MetaStack, dim: int):
             torch.tensor(float(state["outputscale"]), dtype=torch.float64),
             torch.tensor(float(state["noise"]), dtype=torch.float64),
             torch.full((len(meta),), 1.0 / max(len(meta), 1), dtype=torch.float64),
+            kernel=kernel,
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         log.warning("ignoring unusable init_state (%s)", err)
@@ -214,6 +222,7 @@ class _FitPlan:
     maxiter: int
     prune_threshold: float
     max_fit_tasks: int | None
+    kernel: str = "rbf"
 
 
 def _try_fit(meta, X, y, init, plan: _FitPlan, posterior=None):
@@ -243,13 +252,14 @@ def _try_fit(meta, X, y, init, plan: _FitPlan, posterior=None):
         init=init,
         restarts=plan.restarts,
         maxiter=plan.maxiter,
+        kernel=plan.kernel,
     )
     return ScaMLGP(stack, X, y, hypers, plan.prune_threshold), hypers
 
 
 def _fit_with_fallbacks(meta, X, y, init_state, plan: _FitPlan):
     """Full model, then without non-finite tasks, then target-only; None = random."""
-    init = _hypers_from_state(init_state, meta, X.shape[1])
+    init = _hypers_from_state(init_state, meta, X.shape[1], plan.kernel)
     posterior = _probe_posterior(meta, X, plan.max_fit_tasks)
     bad = _bad_tasks(meta, posterior)
     attempts = []
@@ -271,7 +281,7 @@ def _fit_with_fallbacks(meta, X, y, init_state, plan: _FitPlan):
             log.warning("target covariance needed jitter %.1e", model.jitter)
         return model, hypers, label
     log.warning("every ScaML-GP fit failed; proposing a random point")
-    return None, TargetHypers.default(X.shape[1], 0), None
+    return None, TargetHypers.default(X.shape[1], 0, plan.kernel), None
 
 
 def _bad_tasks(meta: MetaStack, posterior) -> list[str]:
@@ -330,7 +340,9 @@ def _fantasise(model: ScaMLGP, pending: torch.Tensor, gen: torch.Generator):
 
 def _kept_hypers(model: ScaMLGP) -> TargetHypers:
     h = model.hypers
-    return TargetHypers(h.lengthscale, h.outputscale, h.noise, model.weights)
+    return TargetHypers(
+        h.lengthscale, h.outputscale, h.noise, model.weights, kernel=h.kernel
+    )
 
 
 def _acquisition(model, name: str, beta: float, y: torch.Tensor) -> AcquisitionFunction:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from raymeta.errors import SearcherSetupError
+from raymeta.gp.kernel import KERNELS
 from raymeta.gp.propose import ACQUISITIONS, MAX_FIT_TASKS
 
 __all__ = ["SearcherOptions", "problems"]
@@ -60,6 +61,8 @@ class SearcherOptions:
             driver; each Ray fitter gets at least this many (>= 1).
         fit_max_retries: Ray re-runs of a fitter whose worker died (>= 0).
         num_threads: Torch threads for the model code run in the driver (>= 1).
+        kernel: ``"rbf"`` or ``"matern52"``: the kernel of the meta-task GPs and
+            of the target's residual GP.
     """
 
     acquisition: str = "ucb"
@@ -75,6 +78,7 @@ class SearcherOptions:
     fit_min_tasks_per_worker: int = 32
     fit_max_retries: int = 2
     num_threads: int = 1
+    kernel: str = "rbf"
 
     def __post_init__(self) -> None:
         """Reject every bad value at once (one error lists them all)."""
@@ -136,6 +140,8 @@ def problems(values: Mapping[str, Any]) -> list[str]:
             f"acquisition: expected one of {list(ACQUISITIONS)}, got "
             f"{values['acquisition']!r}"
         )
+    if "kernel" in values and values["kernel"] not in KERNELS:
+        out.append(f"kernel: expected one of {list(KERNELS)}, got {values['kernel']!r}")
     for name, (kind, low, inclusive, allowed) in _RANGES.items():
         if name in values and not _in_range(values[name], kind, low, inclusive):
             out.append(f"{name}: must be {allowed}, got {values[name]!r}")

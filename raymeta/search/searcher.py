@@ -145,6 +145,8 @@ class ScaMLGPSearch(Searcher):
             each call; 1 by default: the matrices are tiny, and multi-threaded BLAS
             on a busy node is thousands of times slower for them).
         max_concurrent: Maximum pending trials (also set by ConcurrencyLimiter).
+        kernel: ``"rbf"`` (default) or ``"matern52"``: the kernel of the meta-task
+            GPs and of the target's residual GP.
 
     Raises:
         SearcherSetupError: ``mode`` is not ``"min"``/``"max"``, the warm-start
@@ -179,6 +181,7 @@ class ScaMLGPSearch(Searcher):
         meta_store: Any = None,
         max_concurrent: int | None = None,
         num_threads: int = 1,
+        kernel: str = "rbf",
     ) -> None:
         """Validate the arguments and, where the space is known, the meta-data."""
         _check_mode(mode)
@@ -206,6 +209,7 @@ class ScaMLGPSearch(Searcher):
             fit_min_tasks_per_worker=fit_min_tasks_per_worker,
             fit_max_retries=fit_max_retries,
             num_threads=num_threads,
+            kernel=kernel,
         )
         self._meta_store = meta_store
         self._max_concurrent = max_concurrent
@@ -621,6 +625,7 @@ class ScaMLGPSearch(Searcher):
             num_restarts=options.num_restarts,
             raw_samples=options.raw_samples,
             max_fit_tasks=options.max_fit_tasks,
+            kernel=options.kernel,
         )
         if proposal.fallback:
             log.warning("ScaML-GP used fallback %r", proposal.fallback)
@@ -638,6 +643,7 @@ class ScaMLGPSearch(Searcher):
             return []
         import ray
 
+        from raymeta.gp.fit import FitSettings
         from raymeta.search.fitting import fit_meta_tasks
 
         options = self._options
@@ -647,7 +653,7 @@ class ScaMLGPSearch(Searcher):
             num_workers=options.num_fit_workers if ray.is_initialized() else 0,
             num_cpus_per_worker=options.fit_num_cpus,
             store=self._meta_store,
-            restarts=options.meta_restarts,
+            settings=FitSettings(restarts=options.meta_restarts, kernel=options.kernel),
             min_tasks_per_worker=options.fit_min_tasks_per_worker,
             max_retries=options.fit_max_retries,
         )

@@ -147,3 +147,77 @@ def test_batched_starts_are_independent_lbfgs_runs(task):
         )  # fmt: skip
         assert value == pytest.approx(alone.fun, abs=1e-6)
         assert np.allclose(x.numpy(), alone.x, atol=1e-4)
+
+
+# ------------------------------------------------------------------ Matern-5/2
+
+
+@pytest.fixture(scope="module")
+def matern_state(task) -> TaskGPState:
+    return fit_task_gp(task, seed=0, restarts=1, maxiter=40, kernel="matern52")
+
+
+def test_matern_state_posterior_equals_gpytorch_matern_gp(task, matern_state):
+    from gpytorch.kernels import MaternKernel
+
+    gp = build_meta_gp(task.sorted(), kernel="matern52")
+    assert isinstance(gp.covar_module.base_kernel, MaternKernel)
+    gp.covar_module.base_kernel.lengthscale = matern_state.lengthscale[None]
+    gp.covar_module.outputscale = matern_state.outputscale
+    gp.likelihood.noise = matern_state.noise.reshape(1)
+    gp.eval()
+    Z = uniform(5, 2, 8)
+    ref = gp.posterior(Z)
+    mean, cov = MetaStack([matern_state]).posterior(Z)
+    assert torch.allclose(mean[0], ref.mean.reshape(-1).detach(), atol=1e-9)
+    assert torch.allclose(cov[0], ref.mvn.covariance_matrix.detach(), atol=1e-9)
+    back = TaskGPState.from_bytes(matern_state.to_bytes())
+    assert back.kernel == "matern52"
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_map_objective_value_and_gradient_match_gpytorch(task, kernel):
+    """Value equals gpytorch's MLL with priors; analytic gradient = its central
+    finite differences (in log hyperparameters)."""
+    from raymeta.gp.mll import MapObjective
+    from raymeta.gp.priors import META_PRIORS
+
+    t = task.sorted()
+    gp = build_meta_gp(t, kernel=kernel)
+    theta = torch.log(torch.tensor([0.3, 0.8, 2.0, 1e-3], dtype=torch.float64))
+    gp.train()
+    mll = ExactMarginalLogLikelihood(gp.likelihood, gp)
+
+    def reference(th):
+        gp.covar_module.base_kernel.lengthscale = th[:2].exp()[None].detach()
+        gp.covar_module.outputscale = th[2].exp().detach()
+        gp.likelihood.noise = th[3].exp().reshape(1).detach()
+        return -float(mll(gp(*gp.train_inputs), gp.train_targets))
+
+    z = (t.y - t.y.mean()) / t.y.std()
+    obj = MapObjective(
+        t.X,
+        z,
+        torch.zeros(0, t.n, dtype=torch.float64),
+        torch.zeros(0, t.n, t.n, dtype=torch.float64),
+        META_PRIORS,
+        kernel,
+    )
+    value, grad = obj.value_and_grad(theta)
+    assert value == pytest.approx(reference(theta), abs=1e-6)
+    eps = 1e-6
+    for j in range(4):
+        step = torch.zeros(4, dtype=torch.float64)
+        step[j] = eps
+        fd = (reference(theta + step) - reference(theta - step)) / (2 * eps)
+        assert float(grad[j]) == pytest.approx(fd, rel=1e-4, abs=1e-6), (kernel, j)
+
+
+def test_unknown_kernel_is_rejected(task):
+    from raymeta.gp.fit import FitSettings
+
+    with pytest.raises(MetaDataError, match="kernel must be one of"):
+        fit_task_gp(task, seed=0, kernel="matern32")
+    with pytest.raises(MetaDataError, match="kernel must be one of"):
+        FitSettings(kernel="linear")
+    assert FitSettings(kernel="matern52").digest() != FitSettings().digest()

@@ -15,9 +15,13 @@ from tests.unit.gp.conftest import smooth, uniform
 # ---------------------------------------------------------------- explicit joint GP
 
 
-def rbf_np(A, B, ls, os_):
+def rbf_np(A, B, ls, os_, kind="rbf"):
     diff = (A[:, None, :] - B[None, :, :]) / ls
-    return os_ * np.exp(-0.5 * (diff**2).sum(-1))
+    q = (diff**2).sum(-1)
+    if kind == "rbf":
+        return os_ * np.exp(-0.5 * q)
+    r = np.sqrt(q)
+    return os_ * (1 + np.sqrt(5) * r + 5 * q / 3) * np.exp(-np.sqrt(5) * r)
 
 
 def joint_posterior(tasks, states, Xt, yt, hyp, Z):
@@ -31,11 +35,15 @@ def joint_posterior(tasks, states, Xt, yt, hyp, Z):
     for t in tasks:
         s = ordered[t.task_id]
         sm2 = float(s.y_std) ** 2
-        ls, os_ = s.lengthscale.numpy(), float(s.outputscale)
-        kmeta.append(lambda A, B, ls=ls, os_=os_, sm2=sm2: sm2 * rbf_np(A, B, ls, os_))
+        ls, os_, kind = s.lengthscale.numpy(), float(s.outputscale), s.kernel
+        kmeta.append(
+            lambda A, B, ls=ls, os_=os_, sm2=sm2, kind=kind: (
+                sm2 * rbf_np(A, B, ls, os_, kind)
+            )
+        )
 
     def k_target(A, B):
-        out = S**2 * rbf_np(A, B, hyp["ls"], hyp["os"])
+        out = S**2 * rbf_np(A, B, hyp["ls"], hyp["os"], hyp.get("kernel", "rbf"))
         return out + sum(w[m] ** 2 * kmeta[m](A, B) for m in range(M))
 
     blocks_X = [t.X.numpy() for t in tasks] + [Xt]
@@ -65,33 +73,52 @@ def joint_posterior(tasks, states, Xt, yt, hyp, Z):
     return mu, var
 
 
-def hypers_for(meta, w_by_id, ls, os_, noise):
+def hypers_for(meta, w_by_id, ls, os_, noise, kernel="rbf"):
     w = torch.tensor([w_by_id[t] for t in meta.task_ids], dtype=torch.float64)
     return TargetHypers(
         torch.tensor(ls, dtype=torch.float64),
         torch.tensor(os_, dtype=torch.float64),
         torch.tensor(noise, dtype=torch.float64),
         w,
+        kernel=kernel,
     )
 
 
-def test_posterior_equals_explicit_joint_gp(meta_tasks, meta_states):
+@pytest.fixture(scope="module")
+def mixed_states(meta_tasks):
+    """Meta GPs with Matern-5/2 and RBF kernels in one stack."""
+    from raymeta.gp.fit import fit_task_gp
+
+    kinds = ["matern52", "rbf", "matern52"]
+    return [
+        fit_task_gp(t, seed=i, restarts=1, maxiter=30, kernel=k)
+        for i, (t, k) in enumerate(zip(meta_tasks, kinds))
+    ]
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "matern52"])
+def test_posterior_equals_explicit_joint_gp(
+    meta_tasks, meta_states, mixed_states, kernel
+):
+    states = meta_states if kernel == "rbf" else mixed_states
     Xt = uniform(6, 2, 11)
     yt = 2.0 * smooth(Xt, 0.1) + 0.5
     Z = uniform(7, 2, 12)
     w_by_id = {"m0": 0.7, "m1": 1.3, "m2": 0.2}
     ls, os_, noise = [0.4, 0.9], 0.3, 1e-3
-    meta = MetaStack(meta_states)
-    model = ScaMLGP(meta, Xt, yt, hypers_for(meta, w_by_id, ls, os_, noise), 0.0)
+    meta = MetaStack(states)
+    hypers = hypers_for(meta, w_by_id, ls, os_, noise, kernel)
+    model = ScaMLGP(meta, Xt, yt, hypers, 0.0)
     mean, cov = model.mean_and_cov(Z[:, None, :])
     hyp = {
         "w": [w_by_id[t.task_id] for t in meta_tasks],
         "ls": np.array(ls),
         "os": os_,
         "noise": noise,
+        "kernel": kernel,
     }
     mu_ref, var_ref = joint_posterior(
-        meta_tasks, meta_states, Xt.numpy(), yt.numpy(), hyp, Z.numpy()
+        meta_tasks, states, Xt.numpy(), yt.numpy(), hyp, Z.numpy()
     )
     assert np.abs(mean.reshape(-1).numpy() - mu_ref).max() <= 1e-8
     assert np.abs(cov.reshape(-1).numpy() - var_ref).max() <= 1e-8

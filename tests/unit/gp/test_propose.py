@@ -175,3 +175,17 @@ def test_target_of_wrong_dimension_is_rejected(meta_states):
     t = TaskData("tgt", uniform(3, 3, 0), torch.zeros(3))
     with pytest.raises(MetaDataError, match="target task 'tgt' has dimension 3"):
         propose(meta_states, t, dim=2, seed=0)
+
+
+def test_matern_proposal_optimises_without_falling_back(meta_tasks, target):
+    """Matern-5/2 meta and target GPs: finite acquisition gradients (the kernel's
+    sqrt at zero distance), so the optimiser runs and nothing falls back."""
+    states = [
+        fit_task_gp(t, seed=i, restarts=1, maxiter=30, kernel="matern52")
+        for i, t in enumerate(meta_tasks)
+    ]
+    for data in (None, target):
+        p = propose(states, data, dim=2, seed=3, kernel="matern52", **FAST)
+        assert p.fallback is None and torch.isfinite(torch.tensor(p.acq_value))
+    with pytest.raises(MetaDataError, match="kernel must be one of"):
+        propose(states, target, dim=2, seed=3, kernel="cubic", **FAST)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import warnings
 
@@ -64,8 +65,25 @@ def test_states_fitted_under_other_settings_are_never_reused(tmp_path):
 
 
 def test_unsupported_settings_are_refused():
-    with pytest.raises(MetaDataError, match="kernel must be 'rbf'"):
+    with pytest.raises(MetaDataError, match="kernel must be one of"):
         FitSettings(kernel="matern")
+
+
+def test_a_state_fitted_with_another_kernel_is_not_reused(tmp_path):
+    store = ResultStore(tmp_path)
+    rbf = fit_meta_tasks(tasks(2), seed=0, num_workers=0, settings=FAST, store=store)
+    matern = dataclasses.replace(FAST, kernel="matern52")
+    other = fit_meta_tasks(
+        tasks(2), seed=0, num_workers=0, settings=matern, store=store
+    )
+    assert {s.kernel for s in rbf} == {"rbf"} and {s.kernel for s in other} == {
+        "matern52"
+    }
+    again = fit_meta_tasks(
+        tasks(2), seed=0, num_workers=0, settings=matern, store=store
+    )
+    assert [s.kernel for s in again] == ["matern52"] * 2
+    assert all(torch.equal(a.alpha, b.alpha) for a, b in zip(again, other))
 
 
 def test_a_corrupted_cached_state_is_refitted_with_a_warning_never_used(
