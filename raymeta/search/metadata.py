@@ -50,6 +50,7 @@ from raymeta.tasks.data import TaskData
 
 __all__ = [
     "FrameMetaData",
+    "MetaPipeline",
     "StoreMetaData",
     "TuneMetaData",
     "build_meta_tasks",
@@ -405,3 +406,83 @@ def _is_nan(value: Any) -> bool:
         return value is None or bool(np.isnan(value))
     except TypeError:
         return False
+
+
+class MetaPipeline:
+    """One searcher's meta-data, resolved once: source -> frame -> tasks -> GP states.
+
+    Each step runs as soon as what it needs is known and never again: the source is
+    read into a meta frame when the metric is known (:meth:`load`), the frame is
+    encoded into meta-tasks when the search space and mode are (:meth:`build`), and
+    the meta-task GPs are fitted on the first proposal (:meth:`states`). Meta-tasks
+    given directly as :class:`~raymeta.tasks.data.TaskData` skip the frame.
+
+    Args:
+        source: Any meta-data source :func:`load_meta_frame` accepts, a list of
+            TaskData, or None.
+        min_task_points: Meta-tasks with fewer observations are left out (one
+            warning names them).
+    """
+
+    def __init__(self, source: Any, *, min_task_points: int) -> None:
+        """Hold the source; nothing is read yet."""
+        self._source, self._min_points = source, min_task_points
+        self._frame: pd.DataFrame | None = None
+        self.tasks: list[TaskData] | None = None
+        self.fitted: list[Any] | None = None
+
+    @classmethod
+    def restored(
+        cls, tasks: list[TaskData] | None, fitted: list[Any] | None
+    ) -> MetaPipeline:
+        """A pipeline already resolved (from a checkpoint)."""
+        pipe = cls(None, min_task_points=1)
+        pipe.tasks, pipe.fitted = tasks, fitted
+        return pipe
+
+    def load(self, metric: str | None) -> None:
+        """Read the source (validating it) once the metric is known."""
+        source = self._source
+        if source is None or metric is None:
+            return
+        self._source = None
+        if isinstance(source, list | tuple) and source and _holds_tasks(source):
+            from raymeta.tasks.data import validate_meta_tasks
+
+            validate_meta_tasks(source)
+            self.tasks = drop_small_tasks(source, self._min_points)
+            return
+        self._frame = load_meta_frame(source, metric=metric)
+
+    def build(self, space: SearchSpace, *, metric: str, mode: str) -> None:
+        """Encode the frame into meta-tasks and check them against ``space``.
+
+        Raises:
+            MetaDataError: The meta-data do not fit the space (names the task).
+        """
+        self.load(metric)
+        if self._frame is not None:
+            tasks = build_meta_tasks(self._frame, space, mode=mode)
+            self._frame = None
+            self.tasks = drop_small_tasks(tasks, self._min_points)
+        first = (self.tasks or [None])[0]
+        if first is not None and first.dim != space.dim:
+            raise MetaDataError(
+                f"meta-task {first.task_id!r} has dimension {first.dim} but the "
+                f"search space encodes to {space.dim} columns {list(space.names)}"
+            )
+
+    def states(self, fit: Any) -> list[Any]:
+        """The fitted meta-task GPs: ``fit(tasks)`` on the first call, then cached."""
+        if self.fitted is None:
+            self.fitted = fit(self.tasks or []) if self.tasks else []
+        return self.fitted
+
+    @property
+    def empty(self) -> bool:
+        """No meta-tasks and no fitted states."""
+        return not self.tasks and not self.fitted
+
+
+def _holds_tasks(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, TaskData) for v in values)

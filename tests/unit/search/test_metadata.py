@@ -178,3 +178,37 @@ def test_a_boolean_objective_is_rejected_as_the_target_metric_is():
     mixed.loc[1, "ok"] = 0.5
     with pytest.raises(MetaDataError, match="booleans"):
         load_meta_frame(mixed, metric="ok")
+
+
+def test_meta_pipeline_resolves_each_step_once_and_checks_the_space_before_fitting():
+    import pandas as pd
+    from ray import tune
+
+    from raymeta.errors import MetaDataError
+    from raymeta.search.metadata import MetaPipeline
+    from raymeta.search.space import convert_search_space
+
+    reads = []
+
+    class CountingFrame:
+        def to_frame(self, metric):
+            reads.append(metric)
+            return pd.DataFrame(
+                {"task_id": ["a"] * 3, "x": [0.1, 0.5, 0.9], "value": [3.0, 1.0, 2.0]}
+            )
+
+    fits = []
+    pipe = MetaPipeline(CountingFrame(), min_task_points=3)
+    pipe.load(None)  # metric unknown: nothing read yet
+    assert reads == []
+    space = convert_search_space({"x": tune.uniform(0, 1)})
+    for _ in range(2):
+        pipe.build(space, metric="loss", mode="min")
+    assert reads == ["loss"] and [t.n for t in pipe.tasks] == [3]
+    for _ in range(2):
+        states = pipe.states(lambda tasks: fits.append(len(tasks)) or ["state"])
+    assert fits == [1] and states == ["state"]
+    wide = convert_search_space({"x": tune.uniform(0, 1), "y": tune.uniform(0, 1)})
+    other = MetaPipeline(pipe.tasks, min_task_points=1)
+    with pytest.raises(MetaDataError, match="meta-task 'a' has dimension 1"):
+        other.build(wide, metric="loss", mode="min")
