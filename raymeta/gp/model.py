@@ -39,7 +39,14 @@ from raymeta.gp.priors import (
     draw_in_bounds,
 )
 
-__all__ = ["PRUNE_THRESHOLD", "ScaMLGP", "TargetHypers", "fit_target", "normalisation"]
+__all__ = [
+    "PRUNE_THRESHOLD",
+    "ScaMLGP",
+    "SingleOutput",
+    "TargetHypers",
+    "fit_target",
+    "normalisation",
+]
 
 PRUNE_THRESHOLD = 1e-3
 
@@ -98,7 +105,23 @@ def normalisation(meta: MetaStack, y: torch.Tensor) -> tuple[float, float]:
     return mean, std if std > 0 else 1.0
 
 
-class ScaMLGP(Model):
+class SingleOutput:
+    """botorch ``Model`` properties of a single-output model without a batch."""
+
+    _num_outputs = 1
+
+    @property
+    def num_outputs(self) -> int:
+        """One output."""
+        return 1
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        """No model batch."""
+        return torch.Size([])
+
+
+class ScaMLGP(SingleOutput, Model):
     """Exact ScaML-GP posterior for the target task (single output, float64).
 
     Args:
@@ -118,8 +141,6 @@ class ScaMLGP(Model):
         torch.Size([3, 1, 1])
     """
 
-    _num_outputs = 1
-
     def __init__(
         self,
         meta: MetaStack,
@@ -138,16 +159,6 @@ class ScaMLGP(Model):
         self.weights = hypers.weights[self.keep]
         self.train_X, self.train_y = X, y
         self._cache_target()
-
-    @property
-    def num_outputs(self) -> int:
-        """One output."""
-        return 1
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        """No model batch."""
-        return torch.Size([])
 
     def _residual(self, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         h = self.hypers

@@ -41,7 +41,7 @@ from gpytorch.distributions import MultivariateNormal
 
 from raymeta.gp.fit import TaskGPState
 from raymeta.gp.meta import MetaStack
-from raymeta.gp.model import ScaMLGP, fit_target
+from raymeta.gp.model import ScaMLGP, SingleOutput, fit_target
 from raymeta.gp.propose import optimise_acquisition
 from raymeta.tasks.data import TaskData
 
@@ -121,7 +121,7 @@ def rgpe_weights(
     return counts / counts.sum()
 
 
-class WeightedEnsemble(Model):
+class WeightedEnsemble(SingleOutput, Model):
     """Independent GP posteriors combined as ``sum_i w_i f_i`` (botorch Model).
 
     Args:
@@ -130,24 +130,12 @@ class WeightedEnsemble(Model):
         weights: One non-negative weight per part.
     """
 
-    _num_outputs = 1
-
     def __init__(self, parts: Sequence, weights: torch.Tensor) -> None:
         """Keep the parts with a positive weight."""
         super().__init__()
         keep = [i for i, w in enumerate(weights.tolist()) if w > 0]
         self.parts = [parts[i] for i in keep]
         self.weights = weights[keep]
-
-    @property
-    def num_outputs(self) -> int:
-        """One output."""
-        return 1
-
-    @property
-    def batch_shape(self) -> torch.Size:
-        """No model batch."""
-        return torch.Size([])
 
     def posterior(self, X, output_indices=None, observation_noise=False, **kwargs):
         """Ensemble posterior at ``B x q x d`` points."""

@@ -183,6 +183,21 @@ def test_concurrency_limiter_gives_distinct_concurrent_configs(ray_local, tmp_pa
     assert gaps.min() > 1e-3, np.unravel_index(gaps.argmin(), gaps.shape)
 
 
+def _run_tune_job(ray_local, config) -> str:
+    """Run ``jobs/tune_scamlgp.py config`` against the session's cluster; stdout."""
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    done = subprocess.run(
+        [sys.executable, "jobs/tune_scamlgp.py", str(config)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def test_tune_scamlgp_job_runs_and_resubmission_resumes(ray_local, tmp_path):
     # The tiny shipped config, redirected to tmp_path; the job joins the session's
     # cluster through RAY_ADDRESS, as under `ray job submit`.
@@ -190,19 +205,7 @@ def test_tune_scamlgp_job_runs_and_resubmission_resumes(ray_local, tmp_path):
     text = text.replace("/tmp/raymeta-runs", str(tmp_path))
     config = tmp_path / "tiny.toml"
     config.write_text(text)
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    outputs = []
-    for _ in range(2):
-        done = subprocess.run(
-            [sys.executable, "jobs/tune_scamlgp.py", str(config)],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        outputs.append(done.stdout)
+    outputs = [_run_tune_job(ray_local, config) for _ in range(2)]
     assert all("tune-scamlgp-tiny: 4 trials" in out for out in outputs), outputs
     rows = ResultStore(tmp_path / "store").to_pandas(
         "trials", filters=[("experiment", "=", "tune-scamlgp-tiny")]
@@ -225,17 +228,8 @@ def test_tune_job_on_a_real_tabular_benchmark(ray_local, tmp_path):
     text += "restarts = 0\nnum_restarts = 1\nraw_samples = 64\nmeta_restarts = 0\n"
     config = tmp_path / "fcnet.toml"
     config.write_text(text)
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    done = subprocess.run(
-        [sys.executable, "jobs/tune_scamlgp.py", str(config)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "4 trials on a fcnet task, 3 meta-tasks" in done.stdout, done.stdout
+    out = _run_tune_job(ray_local, config)
+    assert "4 trials on a fcnet task, 3 meta-tasks" in out, out
     store = ResultStore(tmp_path / "store")
     rows = store.to_pandas("trials")
     target = rows[rows.experiment == "tune-scamlgp-fcnet-protein"]
