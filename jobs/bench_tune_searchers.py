@@ -6,11 +6,19 @@ Usage::
         --store bench-results/store
 
 For every family, seed and searcher (ScaMLGPSearch with meta-data, ScaMLGPSearch
-without, OptunaSearch TPE, random search) one Tune run of ``--num-samples`` sequential
-trials tunes the study's target task. Per run it records best (noise-free) regret after
-10 and 20 trials, each suggestion's searcher overhead and the run's wall time in the
-store table ``benchmarks`` (keyed, so a rerun skips finished runs), then prints the
-medians over seeds: regret at 10/20 trials, overhead median/p95, total wall time.
+without, OptunaSearch TPE, random search, OptunaSearch with a CMA-ES warm-started
+from the meta-data, ``CmaEsSampler(source_trials=...)``) one Tune run of
+``--num-samples`` sequential trials tunes the study's target task. Per run it
+records best (noise-free) regret after 10 and 20 trials, each suggestion's searcher
+overhead and the run's wall time in the store table ``benchmarks`` (keyed, so a
+rerun skips finished runs), then prints the medians over seeds: regret at 10/20
+trials, overhead median/p95, total wall time.
+
+A family is a parametric one (``branin``) or a tabular target
+(``fcnet/protein_structure``, ``hpobench_mlp/car``: leave-one-out meta-data of
+``--n-meta-tabular`` configurations per other dataset). On tabular families the
+CMA-ES searcher tunes the continuous relaxation of the grid (CMA-ES cannot sample the
+ordinal choices the others get); every trial evaluates the nearest grid point.
 """
 
 from __future__ import annotations
@@ -27,13 +35,14 @@ import numpy as np
 import ray
 
 from raymeta.results import ResultStore
+from raymeta.search.trainables import draw_family_study, optuna_source_trials
 from raymeta.search.tuning import (
     SEARCHERS,
     build_searcher,
     run_family_tuning,
     trial_values,
 )
-from raymeta.tasks.bo import FAMILIES, draw_study
+from raymeta.tasks.tabular import TABULAR_FAMILIES
 
 BENCH = "tune_searchers"
 STEPS = (10, 20)
@@ -48,6 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=20)
     p.add_argument("--num-meta", type=int, default=8)
     p.add_argument("--n-meta", type=int, default=32)
+    p.add_argument("--n-meta-tabular", type=int, default=256)
     p.add_argument("--restarts", type=int, default=5)
     p.add_argument("--raw-samples", type=int, default=1024)
     p.add_argument("--num-restarts", type=int, default=4)
@@ -59,9 +69,15 @@ def parse_args() -> argparse.Namespace:
 
 
 def run_one(args, family, seed, method, storage):
-    study = draw_study(
-        FAMILIES[family], seed=seed, num_meta=args.num_meta, n_meta=args.n_meta
+    base, _, target = family.partition("/")
+    study = draw_family_study(
+        base,
+        seed=seed,
+        num_meta=args.num_meta,
+        n_meta=args.n_meta_tabular if target else args.n_meta,
+        target=target,
     )
+    warm = method == "optuna_cmaes_ws"
     options = {
         "restarts": args.restarts,
         "raw_samples": args.raw_samples,
@@ -75,19 +91,30 @@ def run_one(args, family, seed, method, storage):
         seed=seed,
         meta_data=study.meta_tasks,
         options=options,
+        source_trials=optuna_source_trials(study) if warm else None,
     )
     start = time.perf_counter()
     grid, timed = run_family_tuning(
         study,
         searcher=searcher,
-        experiment=f"{family}-s{seed}-{method}",
+        experiment=f"{family.replace('/', '-')}-s{seed}-{method}",
         storage_path=storage,
         num_samples=args.num_samples,
+        relaxed=warm,
     )
     wall = time.perf_counter() - start
     best = np.minimum.accumulate(trial_values(grid, "true_loss"))
     regret = best - study.target.optimum()
     return regret, timed.suggest_seconds, wall
+
+
+WARM_METHODS = ("scamlgp", "optuna_cmaes_ws")
+
+
+def meta_task_count(args, family: str) -> int:
+    """M of a family key: ``--num-meta``, or every other dataset of a tabular one."""
+    base, _, target = family.partition("/")
+    return TABULAR_FAMILIES[base].num_meta if target else args.num_meta
 
 
 def rows_for(args, family, seed, method, regret, overhead, wall):
@@ -116,7 +143,9 @@ def rows_for(args, family, seed, method, regret, overhead, wall):
             **base,
             "step": None,
             "metric": "num_meta_tasks",
-            "value": float(args.num_meta if method == "scamlgp" else 0),
+            "value": float(
+                meta_task_count(args, family) if method in WARM_METHODS else 0
+            ),
         }
     )
     return rows
@@ -131,7 +160,7 @@ def summarise(store, args):
         "suggestions; wall = total of all runs"
     )
     print(
-        f"{'family':<11}{'method':<16}{'seeds':>5}{'regret@10':>11}{'regret@20':>11}"
+        f"{'family':<28}{'method':<16}{'seeds':>5}{'regret@10':>11}{'regret@20':>11}"
         f"{'ovh med s':>10}{'ovh p95 s':>10}{'wall s':>9}"
     )
     for (family, method), g in frame.groupby(["family", "method"]):
@@ -141,7 +170,7 @@ def summarise(store, args):
         ovh = g[g.metric == "suggest_seconds"].value
         wall = g[g.metric == "wall_time_s"].value.sum()
         print(
-            f"{family:<11}{method:<16}{reg.seed.nunique():>5}{r10:>11.4g}{r20:>11.4g}"
+            f"{family:<28}{method:<16}{reg.seed.nunique():>5}{r10:>11.4g}{r20:>11.4g}"
             f"{ovh.median():>10.3f}{np.percentile(ovh, 95):>10.3f}{wall:>9.0f}"
         )
 

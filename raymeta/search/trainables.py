@@ -58,6 +58,7 @@ __all__ = [
     "family_names",
     "family_space",
     "family_trainable",
+    "optuna_source_trials",
     "record_meta_tasks",
     "unit_point",
 ]
@@ -97,10 +98,21 @@ def draw_family_study(
     return draw_study(FAMILIES[name], seed=seed, num_meta=num_meta, n_meta=n_meta)
 
 
-def family_space(family: TaskFamily | TabularFamily) -> dict[str, Any]:
-    """Tune search space of a family (see the module docstring)."""
+def family_space(
+    family: TaskFamily | TabularFamily, *, relaxed: bool = False
+) -> dict[str, Any]:
+    """Tune search space of a family (see the module docstring).
+
+    Args:
+        family: The family.
+        relaxed: Tabular families only: each ordinal parameter as a continuous
+            ``tune.uniform`` / ``tune.loguniform`` over its grid's range (for
+            searchers such as CMA-ES that cannot sample categorical domains); the
+            trainable evaluates the nearest grid value, and the unit-cube encoding
+            is the same as the ordinal space's.
+    """
     if isinstance(family, TabularFamily):
-        return _tabular_space(family)
+        return _relaxed_space(family) if relaxed else _tabular_space(family)
     return {
         f"x{i}": tune.uniform(lo, hi)
         for i, (lo, hi) in enumerate(zip(family.lower, family.upper, strict=True))
@@ -117,6 +129,56 @@ def _tabular_space(family: TabularFamily) -> dict[str, Any]:
         else:
             space[p.name] = tune.choice(list(p.values))
     return space
+
+
+def _relaxed_space(family: TabularFamily) -> dict[str, Any]:
+    space = _tabular_space(family)
+    for p in family.parameters:
+        if p.numeric:
+            lo, hi = p.bounds
+            space[p.name] = (
+                tune.loguniform(lo, hi) if p.scale == "log" else tune.uniform(lo, hi)
+            )
+    return space
+
+
+def optuna_source_trials(study: Study | TabularStudy) -> list[Any]:
+    """The study's meta-data as Optuna trials over the continuous family space.
+
+    For warm-starting ``optuna.samplers.CmaEsSampler(source_trials=...)`` inside
+    ``OptunaSearch`` on :func:`family_space` (``relaxed=True`` for tabular
+    families); each meta-task's values are standardised, so tasks on different
+    scales rank comparably.
+
+    Raises:
+        ImportError: optuna is not installed.
+    """
+    import optuna
+
+    family = study.family
+    spec = family_space(family, relaxed=True)
+    dists = {
+        name: optuna.distributions.FloatDistribution(
+            float(d.lower),
+            float(d.upper),
+            log=type(d.get_sampler()).__name__ == "LogUniform",
+        )
+        for name, d in spec.items()
+        if hasattr(d, "get_sampler")
+    }
+    trials = []
+    for task in study.meta_tasks:
+        y = task.y.numpy()
+        z = (y - y.mean()) / (y.std() if y.std() > 0 else 1.0)
+        for x, v in zip(task.X.numpy(), z, strict=True):
+            config = _config_of(family, x)
+            params = {k: float(config[k]) for k in dists}
+            trials.append(
+                optuna.trial.create_trial(
+                    params=params, distributions=dists, value=float(v)
+                )
+            )
+    return trials
 
 
 def unit_point(

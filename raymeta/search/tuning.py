@@ -49,7 +49,7 @@ __all__ = [
     "trial_values",
 ]
 
-SEARCHERS = ("scamlgp", "scamlgp_nometa", "optuna_tpe", "random")
+SEARCHERS = ("scamlgp", "scamlgp_nometa", "optuna_tpe", "random", "optuna_cmaes_ws")
 
 
 class TimedSearcher(Searcher):
@@ -122,6 +122,7 @@ def build_searcher(
     seed: int,
     meta_data: Any = None,
     options: Mapping[str, Any] | None = None,
+    source_trials: Sequence[Any] | None = None,
 ) -> Searcher:
     """Build one of :data:`SEARCHERS`.
 
@@ -132,6 +133,9 @@ def build_searcher(
         seed: Seed of the searcher.
         meta_data: Meta-data source for ``"scamlgp"`` (ignored by the others).
         options: Extra ScaMLGPSearch keyword arguments (model options).
+        source_trials: Optuna trials warm-starting ``"optuna_cmaes_ws"``
+            (``CmaEsSampler(source_trials=...)``; see
+            :func:`~raymeta.search.trainables.optuna_source_trials`).
 
     Raises:
         ConfigError: Unknown searcher name.
@@ -144,15 +148,18 @@ def build_searcher(
             meta_data=meta_data if name == "scamlgp" else None,
             **dict(options or {}),
         )
-    if name in ("optuna_tpe", "random"):
+    if name in ("optuna_tpe", "random", "optuna_cmaes_ws"):
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        sampler = (
-            optuna.samplers.TPESampler(seed=seed)
-            if name == "optuna_tpe"
-            else optuna.samplers.RandomSampler(seed=seed)
-        )
+        if name == "optuna_cmaes_ws":
+            sampler = optuna.samplers.CmaEsSampler(
+                seed=seed, source_trials=list(source_trials or [])
+            )
+        elif name == "optuna_tpe":
+            sampler = optuna.samplers.TPESampler(seed=seed)
+        else:
+            sampler = optuna.samplers.RandomSampler(seed=seed)
         return OptunaSearch(metric=metric, mode=mode, sampler=sampler)
     raise ConfigError(f"unknown searcher {name!r}; expected one of {SEARCHERS}")
 
@@ -168,6 +175,7 @@ def run_family_tuning(
     store: Any = None,
     task_id: str | None = None,
     callbacks: Sequence[tune.Callback] = (),
+    relaxed: bool = False,
 ) -> tuple[tune.ResultGrid, TimedSearcher | None]:
     """Tune the study's target task (start, or resume if the experiment exists).
 
@@ -183,6 +191,8 @@ def run_family_tuning(
         store: Optional ResultStore; every finished trial is appended to ``trials``.
         task_id: Task id written with the trials (default: the experiment).
         callbacks: Further Tune callbacks (e.g. a progress display).
+        relaxed: Tune the continuous relaxation of a tabular space (see
+            :func:`~raymeta.search.trainables.family_space`).
 
     Returns:
         The result grid and the timing wrapper (``None`` for a resumed run).
@@ -231,7 +241,7 @@ def run_family_tuning(
         )
     tuner = tune.Tuner(
         trainable,
-        param_space=family_space(study.family),
+        param_space=family_space(study.family, relaxed=relaxed),
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(timed, max_concurrent=max_concurrent),
             num_samples=num_samples,
