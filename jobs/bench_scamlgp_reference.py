@@ -42,7 +42,7 @@ import torch
 
 from raymeta.gp.benchmark import compare_methods, run_bo, simple_regret
 from raymeta.results import ResultStore
-from raymeta.results.benchmark import record_benchmark
+from raymeta.results.benchmark import record_benchmark, stored_runs
 from raymeta.search.fitting import fit_meta_tasks
 from raymeta.tasks.bo import FAMILIES, Study, draw_study
 
@@ -193,15 +193,7 @@ def study_rows(family: str, method: str, seed: int, run: StudyRun) -> list[dict]
 
 def done_keys(store: ResultStore) -> set[tuple[str, int, str]]:
     """(family, seed, method) already stored."""
-    if "benchmarks" not in store.tables():
-        return set()
-    df = store.to_pandas(
-        "benchmarks",
-        filters=[("experiment", "=", BENCH)],
-        columns=["family", "seed", "method", "metric"],
-    )
-    df = df[df.metric == "regret"]
-    return {(f, int(s), m) for f, s, m in zip(df.family, df.seed, df.method)}
+    return stored_runs(store, BENCH)
 
 
 def run_family(store: ResultStore, family: str, args, done: set) -> None:

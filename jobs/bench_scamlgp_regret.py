@@ -44,7 +44,7 @@ from raymeta.gp.fit import FitSettings
 from raymeta.gp.kernel import KERNELS
 from raymeta.gp.propose import MAX_FIT_TASKS
 from raymeta.results import ResultStore
-from raymeta.results.benchmark import record_benchmark
+from raymeta.results.benchmark import record_benchmark, stored_runs
 from raymeta.results.plots import plot_lines
 from raymeta.search.fitting import fit_meta_tasks
 from raymeta.tasks.bo import FAMILIES, draw_study
@@ -55,15 +55,8 @@ DEFAULT_FAMILIES = ("branin", "hartmann3", "digits_svm", "digits_svm_noisy")
 
 
 def done_keys(store: ResultStore) -> set[tuple[str, int, str]]:
-    if "benchmarks" not in store.tables():
-        return set()
-    df = store.to_pandas(
-        "benchmarks",
-        filters=[("experiment", "=", BENCH)],
-        columns=["family", "seed", "method", "metric"],
-    )
-    df = df[df.metric == "regret"]
-    return {(f, int(s), m) for f, s, m in zip(df.family, df.seed, df.method)}
+    """(family, seed, method) already stored."""
+    return stored_runs(store, BENCH)
 
 
 def study_keys(names: list[str]) -> list[str]:

@@ -18,7 +18,13 @@ from typing import Any
 
 from raymeta.results.store import ResultStore
 
-__all__ = ["describe_machine", "measure_appends", "measure_reads", "record_benchmark"]
+__all__ = [
+    "describe_machine",
+    "measure_appends",
+    "measure_reads",
+    "record_benchmark",
+    "stored_runs",
+]
 
 
 def describe_machine() -> str:
@@ -54,6 +60,24 @@ def record_benchmark(
         "recorded_at": dt.datetime.now(dt.UTC),
     }
     return store.append("benchmarks", [{**stamp, **row} for row in rows])
+
+
+def stored_runs(
+    store: ResultStore, benchmark: str, *, metric: str = "regret"
+) -> set[tuple[str, int, str]]:
+    """``(family, seed, method)`` of the runs of ``benchmark`` that stored ``metric``.
+
+    Benchmark scripts skip these on a rerun, so an interrupted run resumes.
+    """
+    if "benchmarks" not in store.tables():
+        return set()
+    df = store.to_pandas(
+        "benchmarks",
+        filters=[("experiment", "=", benchmark)],
+        columns=["family", "seed", "method", "metric"],
+    )
+    df = df[df.metric == metric]
+    return {(f, int(s), m) for f, s, m in zip(df.family, df.seed, df.method)}
 
 
 def _writer(root: str, writer: int, appends: int, rows: int, start: Any) -> None:
