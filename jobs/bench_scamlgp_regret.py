@@ -47,8 +47,9 @@ from raymeta.results import ResultStore
 from raymeta.results.benchmark import record_benchmark, stored_runs
 from raymeta.results.plots import plot_lines
 from raymeta.search.fitting import fit_meta_tasks
-from raymeta.tasks.bo import FAMILIES, draw_study
-from raymeta.tasks.tabular import TABULAR_FAMILIES, draw_tabular_study
+from raymeta.search.trainables import draw_family_study
+from raymeta.tasks.bo import FAMILIES
+from raymeta.tasks.tabular import TABULAR_FAMILIES
 
 BENCH = "scamlgp_regret"
 DEFAULT_FAMILIES = ("branin", "hartmann3", "digits_svm", "digits_svm_noisy")
@@ -90,18 +91,16 @@ def study_keys(names: list[str]) -> list[str]:
 def make_study(key: str, seed: int, args):
     """``(study, budget)`` of a study key (see :func:`study_keys`)."""
     base, _, target = key.partition("/")
-    if not target:
-        fam = FAMILIES[key]
-        study = draw_study(fam, seed=seed, num_meta=args.num_meta, n_meta=args.n_meta)
-        return study, args.budget or fam.budget
-    family = TABULAR_FAMILIES[base.removesuffix("_noisy")]
-    study = draw_tabular_study(
-        family,
-        target=target,
+    name = base.removesuffix("_noisy")
+    study = draw_family_study(
+        name,
         seed=seed,
-        n_meta=args.n_meta_tabular,
-        noisy=base.endswith("_noisy"),
+        num_meta=args.num_meta,
+        n_meta=args.n_meta_tabular if target else args.n_meta,
+        target=target,
+        noisy=base != name,
     )
+    family = TABULAR_FAMILIES.get(name) or FAMILIES[name]
     return study, args.budget or family.budget
 
 

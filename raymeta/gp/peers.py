@@ -41,7 +41,7 @@ from gpytorch.distributions import MultivariateNormal
 
 from raymeta.gp.fit import TaskGPState
 from raymeta.gp.meta import MetaStack
-from raymeta.gp.model import ScaMLGP, SingleOutput, fit_target
+from raymeta.gp.model import ScaMLGP, SingleOutput, TargetHypers, fit_target
 from raymeta.gp.propose import optimise_acquisition
 from raymeta.tasks.data import TaskData
 
@@ -167,9 +167,7 @@ def _meta_part(state: TaskGPState):
     return part
 
 
-def _unit_weight_hypers(dim: int):
-    from raymeta.gp.model import TargetHypers
-
+def _unit_weight_hypers(dim: int) -> TargetHypers:
     h = TargetHypers.default(dim, 1)
     zero = torch.tensor(1e-12, dtype=torch.float64)
     return TargetHypers(

@@ -156,7 +156,14 @@ def propose(
         if pending is not None and pending.shape[0] > 0:
             model = _fantasise(model, pending.to(torch.float64), gen)
         acq = _acquisition(model, acquisition, beta, y)
-        x, value = _optimise(acq, dim, int(seed), num_restarts, raw_samples, avoid)
+        x, value = optimise_acquisition(
+            acq,
+            dim,
+            int(seed),
+            num_restarts=num_restarts,
+            raw_samples=raw_samples,
+            avoid=avoid,
+        )
     except (RuntimeError, ValueError, torch.linalg.LinAlgError) as err:
         log.warning("acquisition optimisation failed (%s); proposing at random", err)
         return Proposal(
@@ -368,16 +375,13 @@ def optimise_acquisition(
     raw_samples: int = 1024,
     avoid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """Maximise ``acq`` on the unit cube as :func:`propose` does.
+    """Maximise ``acq`` on the unit cube as :func:`propose` does: screen
+    ``raw_samples`` Sobol points, start L-BFGS-B from the ``num_restarts`` best, return
+    the best point not within 1e-6 of ``avoid``.
 
     Returns:
         ``(x, value)``: the best point (``d``) and its acquisition value.
     """
-    return _optimise(acq, dim, seed, num_restarts, raw_samples, avoid)
-
-
-def _optimise(acq, dim, seed, num_restarts, raw_samples, avoid):
-    """Screen Sobol points, start L-BFGS-B from the best, return the best allowed."""
     raw = SobolEngine(dim, scramble=True, seed=seed).draw(raw_samples)
     raw = raw.to(torch.float64)
     with torch.no_grad():

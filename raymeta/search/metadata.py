@@ -475,7 +475,7 @@ class MetaPipeline:
     def states(self, fit: Any) -> list[Any]:
         """The fitted meta-task GPs: ``fit(tasks)`` on the first call, then cached."""
         if self.fitted is None:
-            self.fitted = fit(self.tasks or []) if self.tasks else []
+            self.fitted = fit(self.tasks) if self.tasks else []
         return self.fitted
 
     @property

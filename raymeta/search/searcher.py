@@ -602,8 +602,6 @@ class ScaMLGPSearch(Searcher):
         return proposal.x.detach().numpy().astype(np.float64)
 
     def _fit_meta(self, tasks: list[TaskData]) -> list[Any]:
-        if not tasks:
-            return []
         import ray
 
         from raymeta.gp.fit import FitSettings

@@ -237,10 +237,9 @@ class Parameter:
     def contains(self, value: Any, *, atol: float = 1e-9) -> bool:
         """Whether ``value`` is a valid value of this parameter (bounds/choices)."""
         if self.kind in ("categorical", "ordinal"):
+            find = self.index_of if self.kind == "categorical" else self._ordinal_index
             try:
-                (self.index_of if self.kind == "categorical" else self._ordinal_index)(
-                    value
-                )
+                find(value)
             except ValueError:
                 return False
             return True

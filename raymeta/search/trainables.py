@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 from ray import tune
+from ray.tune.search.sample import LogUniform
 
-from raymeta.errors import UnknownTaskFamilyError
+from raymeta.errors import MetaDataError, UnknownTaskFamilyError
 from raymeta.search.space import ordinal
 from raymeta.tasks.bo import (
     FAMILIES,
@@ -74,13 +75,14 @@ def draw_family_study(
     *,
     seed: int,
     num_meta: int,
-    n_meta: int,
+    n_meta: int | None,
     target: str = "",
     noisy: bool = False,
 ) -> Study | TabularStudy:
     """The study of family ``name``: parametric (``num_meta`` x ``n_meta`` points)
     or tabular (leave-one-out with ``target`` as the target dataset; ``num_meta``
-    is ignored, every other dataset is a meta-task).
+    is ignored, every other dataset is a meta-task; ``n_meta=None``: the family's
+    protocol size).
 
     Raises:
         UnknownTaskFamilyError: No family ``name``.
@@ -95,6 +97,8 @@ def draw_family_study(
         raise UnknownTaskFamilyError(
             f"unknown task family {name!r}; expected one of {family_names()}"
         )
+    if n_meta is None:
+        raise MetaDataError(f"{name}: n_meta is required for a parametric family")
     return draw_study(FAMILIES[name], seed=seed, num_meta=num_meta, n_meta=n_meta)
 
 
@@ -161,7 +165,7 @@ def optuna_source_trials(study: Study | TabularStudy) -> list[Any]:
         name: optuna.distributions.FloatDistribution(
             float(d.lower),
             float(d.upper),
-            log=type(d.get_sampler()).__name__ == "LogUniform",
+            log=isinstance(d.get_sampler(), LogUniform),
         )
         for name, d in spec.items()
         if hasattr(d, "get_sampler")

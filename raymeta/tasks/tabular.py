@@ -78,12 +78,17 @@ class GridParameter:
         """Smallest and largest grid value (numeric parameters)."""
         return float(self.values[0]), float(self.values[-1])
 
+    def _unit(self, values: Any) -> np.ndarray:
+        """Unit-interval coordinates of numeric values (in log value if log-spaced)."""
+        v = np.asarray(values, dtype=np.float64)
+        ends = np.asarray(self.bounds)
+        if self.scale == "log":
+            v, ends = np.log(v), np.log(ends)
+        return (v - ends[0]) / (ends[1] - ends[0])
+
     def _coordinates(self) -> np.ndarray:
         """Unit-interval coordinate of every grid value."""
-        v = np.asarray(self.values, dtype=np.float64)
-        if self.scale == "log":
-            v = np.log(v)
-        return (v - v[0]) / (v[-1] - v[0])
+        return self._unit(self.values)
 
     def encode(self, index: np.ndarray) -> np.ndarray:
         """Unit-interval coordinates of grid indices."""
@@ -119,13 +124,7 @@ class GridParameter:
             raise MetaDataError(
                 f"parameter {self.name!r}: {value!r} is outside the grid [{lo}, {hi}]"
             )
-        v = float(value)
-        u = (
-            (np.log(v) - np.log(lo)) / (np.log(hi) - np.log(lo))
-            if self.scale == "log"
-            else (v - lo) / (hi - lo)
-        )
-        return int(self.nearest(np.array(u)))
+        return int(self.nearest(self._unit(float(value))))
 
 
 @dataclass(frozen=True)
@@ -195,7 +194,7 @@ class TabularFamily:
     def table(self, dataset: str) -> TabularTable:
         """The dataset's objective table over the searched grid (cached)."""
         self.check_dataset(dataset)
-        return _load_table(self, dataset)
+        return _cached_table(self.name, dataset)
 
     def decode(self, x: np.ndarray) -> dict[str, Any]:
         """The grid configuration (with the fixed values) nearest to point ``x``."""
@@ -278,10 +277,6 @@ class TabularTable:
     def unravel(self, flat: np.ndarray) -> np.ndarray:
         """``n x d`` grid indices of flat configuration numbers."""
         return np.stack(np.unravel_index(flat, self.mean.shape), axis=1)
-
-
-def _load_table(family: TabularFamily, dataset: str) -> TabularTable:
-    return _cached_table(family.name, dataset)
 
 
 @functools.lru_cache(maxsize=16)

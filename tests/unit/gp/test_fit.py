@@ -94,9 +94,22 @@ def test_fit_rejects_non_task_input():
         fit_task_gp((torch.zeros(2, 2), torch.zeros(2)), seed=0)
 
 
-def test_map_objective_equals_gpytorch_mll_with_priors(task):
+def _meta_objective(t: TaskData, kernel: str = "rbf"):
+    """The meta-task MAP objective (no weights, meta priors) on standardised y."""
     from raymeta.gp.mll import MapObjective
     from raymeta.gp.priors import META_PRIORS
+
+    return MapObjective(
+        t.X,
+        (t.y - t.y.mean()) / t.y.std(),
+        torch.zeros(0, t.n, dtype=torch.float64),
+        torch.zeros(0, t.n, t.n, dtype=torch.float64),
+        META_PRIORS,
+        kernel,
+    )
+
+
+def test_map_objective_equals_gpytorch_mll_with_priors(task):
 
     t = task.sorted()
     gp = build_meta_gp(t)
@@ -107,14 +120,7 @@ def test_map_objective_equals_gpytorch_mll_with_priors(task):
     gp.train()
     mll = ExactMarginalLogLikelihood(gp.likelihood, gp)
     ref = float(mll(gp(*gp.train_inputs), gp.train_targets))
-    z = (t.y - t.y.mean()) / t.y.std()
-    obj = MapObjective(
-        t.X,
-        z,
-        torch.zeros(0, t.n, dtype=torch.float64),
-        torch.zeros(0, t.n, t.n, dtype=torch.float64),
-        META_PRIORS,
-    )
+    obj = _meta_objective(t)
     theta = torch.log(torch.tensor([0.3, 0.8, os_, noise], dtype=torch.float64))
     value, _ = obj.value_and_grad(theta)
     assert value == pytest.approx(-ref, abs=1e-6)
@@ -169,8 +175,6 @@ def matern_state(task) -> TaskGPState:
 def test_map_objective_value_and_gradient_match_gpytorch(task, kernel):
     """Value equals gpytorch's MLL with priors; analytic gradient = its central
     finite differences (in log hyperparameters)."""
-    from raymeta.gp.mll import MapObjective
-    from raymeta.gp.priors import META_PRIORS
 
     t = task.sorted()
     gp = build_meta_gp(t, kernel=kernel)
@@ -184,15 +188,7 @@ def test_map_objective_value_and_gradient_match_gpytorch(task, kernel):
         gp.likelihood.noise = th[3].exp().reshape(1).detach()
         return -float(mll(gp(*gp.train_inputs), gp.train_targets))
 
-    z = (t.y - t.y.mean()) / t.y.std()
-    obj = MapObjective(
-        t.X,
-        z,
-        torch.zeros(0, t.n, dtype=torch.float64),
-        torch.zeros(0, t.n, t.n, dtype=torch.float64),
-        META_PRIORS,
-        kernel,
-    )
+    obj = _meta_objective(t, kernel)
     value, grad = obj.value_and_grad(theta)
     assert value == pytest.approx(reference(theta), abs=1e-6)
     eps = 1e-6
