@@ -7,9 +7,9 @@
 
 Per (family, seed) both methods get the same study (``draw_study``): the same
 meta-data (the driver receives ``study.meta_tasks`` X and y, see
-:func:`reference_problem`), the same target task and the same observation-noise
-stream ``default_rng([seed, 2])``, one noisy observation per step, exactly as
-``raymeta.gp.benchmark.run_bo`` draws it; regret is on the noise-free value.
+:func:`driver_client.driver_problem`), the same target task and the same
+observation-noise stream ``default_rng([seed, 2])``, one noisy observation per step,
+exactly as ``raymeta.gp.benchmark.run_bo`` draws it; regret is on the noise-free value.
 
 The reference (AGPL-3.0, never copied here) runs in its own venv through
 ``jobs/scamlgp_reference_driver.py`` (line-based JSON over stdin/stdout). Install it
@@ -28,7 +28,6 @@ skipped on a rerun. Driver stderr goes to ``<out>/scamlgp_reference_logs/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from driver_client import DriverSession, driver_problem
 
 from raymeta.gp.benchmark import compare_methods, run_bo, simple_regret
 from raymeta.results import ResultStore
@@ -73,15 +73,6 @@ class StudyRun:
     cpu_seconds: float
     extra: dict[str, float] = field(default_factory=dict)
     outputscale: list[float] = field(default_factory=list)
-
-
-def reference_problem(study: Study) -> dict:
-    """The driver's first message: dim, seed and the study's meta-data as lists."""
-    return {
-        "dim": study.family.dim,
-        "seed": study.seed,
-        "meta": [{"X": t.X.tolist(), "y": t.y.tolist()} for t in study.meta_tasks],
-    }
 
 
 def make_observer(study: Study) -> Callable[[np.ndarray], tuple[float, float]]:
@@ -120,39 +111,24 @@ def run_raymeta(study: Study, budget: int, f_star: float) -> StudyRun:
     return StudyRun(res.X, res.regret, time.process_time() - cpu0, extra)
 
 
-def _send(proc: subprocess.Popen, message: dict) -> None:
-    proc.stdin.write(json.dumps(message) + "\n")
-    proc.stdin.flush()
-
-
-def _receive(proc: subprocess.Popen, log: Path) -> dict:
-    line = proc.stdout.readline()
-    message = json.loads(line) if line else {"error": "driver exited"}
-    if "error" in message:
-        raise RuntimeError(f"reference driver: {message['error']} (see {log})")
-    return message
-
-
 def run_reference(
     study: Study, budget: int, f_star: float, python: str, log: Path
 ) -> StudyRun:
     """The authors' ScaML-GP on ``study``, driven through the JSON protocol."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     observe = make_observer(study)
     xs, values = [], []
-    with log.open("w") as err, subprocess.Popen(
-        [python, str(DRIVER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=err, text=True, env=env,
-    ) as proc:  # fmt: skip
-        _send(proc, {**reference_problem(study), "budget": budget, "threads": 1})
-        ready = _receive(proc, log)
-        for _ in range(budget):
-            x = np.asarray(_receive(proc, log)["x"], dtype=np.float64)
-            y, value = observe(x)
-            _send(proc, {"y": y})
-            xs.append(x)
-            values.append(value)
-        done = _receive(proc, log)
+    session = DriverSession(
+        python, DRIVER, log, {**driver_problem(study), "budget": budget}
+    )
+    ready = session.ready
+    for _ in range(budget):
+        x = np.asarray(session.receive()["x"], dtype=np.float64)
+        y, value = observe(x)
+        session.send({"y": y})
+        xs.append(x)
+        values.append(value)
+    done = session.receive()
+    session.close()
     extra = {
         "meta_fit_cpu_seconds": ready["meta_fit_cpu_seconds"],
         "import_cpu_seconds": done["import_cpu_seconds"],

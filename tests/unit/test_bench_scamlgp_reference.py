@@ -29,7 +29,7 @@ def bench(monkeypatch):
 def test_problem_carries_the_study_meta_data_exactly(bench, family):
     study = draw_study(FAMILIES[family], seed=3, num_meta=4, n_meta=6)
     # through JSON, as the driver receives it
-    problem = json.loads(json.dumps(bench.reference_problem(study)))
+    problem = json.loads(json.dumps(bench.driver_problem(study)))
     assert problem["dim"] == FAMILIES[family].dim and problem["seed"] == 3
     assert len(problem["meta"]) == len(study.meta_tasks)
     for sent, task in zip(problem["meta"], study.meta_tasks):
@@ -40,7 +40,7 @@ def test_problem_carries_the_study_meta_data_exactly(bench, family):
 def test_problem_is_deterministic_per_seed(bench):
     def problem(seed):
         study = draw_study(FAMILIES["branin"], seed=seed, num_meta=3, n_meta=5)
-        return bench.reference_problem(study)
+        return bench.driver_problem(study)
 
     assert problem(7) == problem(7)
     assert problem(7) != problem(8)
