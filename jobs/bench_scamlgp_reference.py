@@ -193,7 +193,8 @@ def run_family(store: ResultStore, family: str, args, done: set) -> None:
                 run = run_reference(study, args.budget, f_star, args.python, log)
             record_benchmark(store, BENCH, study_rows(family, method, seed, run))
             print(
-                f"{family} seed={seed} {method}: regret@10={run.regret[9]:.4g} "
+                f"{family} seed={seed} {method}: "
+                f"regret@{min(10, args.budget)}={run.regret[:10][-1]:.4g} "
                 f"@{args.budget}={run.regret[-1]:.4g} cpu={run.cpu_seconds:.1f}s "
                 f"wall={time.perf_counter() - t0:.1f}s load={os.getloadavg()[0]:.2f} "
                 f"dups={near_duplicates(run.X)}",

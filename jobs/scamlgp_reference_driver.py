@@ -6,22 +6,9 @@ parameterspace and the authors' ``scamlgp`` package, installed per
 reference (AGPL-3.0) stays outside this repository: this script only calls its public
 API. ``jobs/bench_scamlgp_reference.py`` starts it once per study.
 
-Protocol, one JSON object per line (stdin -> driver, stdout -> harness):
-
-- in: ``{"dim": d, "seed": s, "budget": T, "threads": 1,
-  "meta": [{"X": [[...], ...], "y": [...]}, ...]}`` (meta X in the unit cube);
-- out: ``{"ready": true, "meta_fit_cpu_seconds": ...}`` once the optimizer (and so
-  the meta-fit) is built;
-- then T times: out ``{"x": [x_0, ..., x_{d-1}]}`` (unit cube, parameters
-  ``x0..x{d-1}`` in that order), in ``{"y": observed}``; the driver reports it,
-  which refits the target model, as the authors' sequential loop does;
-- out: ``{"done": true, "cpu_seconds": ..., "import_cpu_seconds": ...,
-  "outputscale": [...], "weights": [...], "lengthscale": [...], "noise": ...}``
-  (``outputscale``: the residual kernel's fitted outputscale after each report;
-  the rest are the final fit's).
-
-On a malformed message or a failure the driver writes ``{"error": "..."}`` and exits
-with status 1. Library output goes to stderr, so stdout carries the protocol only.
+The protocol is ``jobs/driver_protocol.py``'s. Its ``done`` message adds
+``"outputscale": [...]`` (the residual kernel's fitted outputscale after each report)
+and the final fit's ``"weights"``, ``"lengthscale"`` and ``"noise"``.
 
 Deviation from the authors' benchmark runner: it passes no seed, so its studies are
 not reproducible; this driver seeds numpy and torch with the study seed and passes
@@ -31,11 +18,8 @@ It also pins torch to ``threads`` threads (default 1) so CPU seconds compare.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
-import traceback
-from typing import IO, Any
+from typing import Any
 
 _IMPORT_CPU0 = time.process_time()
 
@@ -43,14 +27,10 @@ import numpy as np  # noqa: E402
 import parameterspace as ps  # noqa: E402
 import torch  # noqa: E402
 from blackboxopt import Evaluation, Objective  # noqa: E402
+from driver_protocol import names, serve  # noqa: E402
 from scamlgp.optimizer import ScaMLGPBO  # noqa: E402
 
 IMPORT_CPU_SECONDS = time.process_time() - _IMPORT_CPU0
-
-
-def names(dim: int) -> list[str]:
-    """The fixed parameter order ``x0..x{dim-1}``."""
-    return [f"x{j}" for j in range(dim)]
 
 
 def search_space(dim: int) -> ps.ParameterSpace:
@@ -76,18 +56,6 @@ def meta_evaluations(meta: list[dict], dim: int) -> dict[str, list[Evaluation]]:
     }
 
 
-def send(out: IO[str], message: dict[str, Any]) -> None:
-    out.write(json.dumps(message) + "\n")
-    out.flush()
-
-
-def receive(inp: IO[str]) -> dict[str, Any]:
-    line = inp.readline()
-    if not line:
-        raise EOFError("harness closed stdin")
-    return json.loads(line)
-
-
 def fitted(model: Any) -> dict[str, Any]:
     """The target model's residual-kernel, weight and noise hyperparameters."""
     kernel = model.covar_module
@@ -98,48 +66,39 @@ def fitted(model: Any) -> dict[str, Any]:
     }
 
 
-def run(inp: IO[str], out: IO[str]) -> None:
-    problem = receive(inp)
-    dim, seed = int(problem["dim"]), int(problem["seed"])
-    torch.set_num_threads(int(problem.get("threads", 1)))
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    cpu0 = time.process_time()
-    optimizer = ScaMLGPBO(
-        search_space(dim),
-        Objective("loss", False),
-        meta_evaluations(problem["meta"], dim),
-        seed=seed,
-    )
-    send(out, {"ready": True, "meta_fit_cpu_seconds": time.process_time() - cpu0})
-    outputscales = []
-    for _ in range(int(problem["budget"])):
-        spec = optimizer.generate_evaluation_specification()
-        send(out, {"x": [float(spec.configuration[k]) for k in names(dim)]})
-        y = float(receive(inp)["y"])
-        optimizer.report(spec.create_evaluation(objectives={"loss": y}))
-        outputscales.append(float(optimizer.model.covar_module.outputscale.detach()))
-    send(
-        out,
-        {
-            "done": True,
-            "cpu_seconds": time.process_time(),
-            "import_cpu_seconds": IMPORT_CPU_SECONDS,
-            "outputscale": outputscales,
-            **fitted(optimizer.model),
-        },
-    )
+class ReferencePeer:
+    """The authors' ``ScaMLGPBO``, asked and told through blackboxopt's interface."""
 
+    def __init__(self, problem: dict[str, Any]) -> None:
+        """Seed numpy and torch with the study seed, then build the optimizer."""
+        self.dim, seed = int(problem["dim"]), int(problem["seed"])
+        torch.set_num_threads(int(problem.get("threads", 1)))
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.optimizer = ScaMLGPBO(
+            search_space(self.dim),
+            Objective("loss", False),
+            meta_evaluations(problem["meta"], self.dim),
+            seed=seed,
+        )
+        self.outputscales: list[float] = []
+        self._spec = None
 
-def main() -> None:
-    protocol, sys.stdout = sys.stdout, sys.stderr
-    try:
-        run(sys.stdin, protocol)
-    except Exception as exc:  # report any failure to the harness, then exit 1
-        traceback.print_exc()
-        send(protocol, {"error": f"{type(exc).__name__}: {exc}"})
-        sys.exit(1)
+    def ask(self) -> list[float]:
+        """The optimizer's next evaluation specification as a point."""
+        self._spec = self.optimizer.generate_evaluation_specification()
+        return [float(self._spec.configuration[k]) for k in names(self.dim)]
+
+    def tell(self, y: float) -> None:
+        """Report ``y``, which refits the target model."""
+        self.optimizer.report(self._spec.create_evaluation(objectives={"loss": y}))
+        scale = self.optimizer.model.covar_module.outputscale
+        self.outputscales.append(float(scale.detach()))
+
+    def report(self) -> dict[str, Any]:
+        """Outputscale after each report and the final fit's hyperparameters."""
+        return {"outputscale": self.outputscales, **fitted(self.optimizer.model)}
 
 
 if __name__ == "__main__":
-    main()
+    serve(ReferencePeer, IMPORT_CPU_SECONDS)

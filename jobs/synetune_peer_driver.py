@@ -1,17 +1,12 @@
 """Drive Syne Tune's transfer-learning searchers over line-based JSON.
 
-Run this with a python that has ``syne-tune[basic]==0.16.0`` (a venv outside this
-repository: ``python3 -m venv /work/scratch/synetune-venv &&
-/work/scratch/synetune-venv/bin/pip install "syne-tune[basic]==0.16.0"``); it imports
-nothing from raymeta. ``jobs/bench_scamlgp_regret.py --methods synetune_<name>``
-starts it once per study. The protocol is the one of
-``jobs/scamlgp_reference_driver.py``, plus the searcher's name:
-
-- in: ``{"searcher": name, "dim": d, "seed": s, "budget": T, "threads": 1,
-  "meta": [{"X": [[...], ...], "y": [...]}, ...]}`` (meta X in the unit cube);
-- out: ``{"ready": true, "meta_fit_cpu_seconds": ...}`` once the searcher is built;
-- then T times: out ``{"x": [x_0, ..., x_{d-1}]}``, in ``{"y": observed}``;
-- out: ``{"done": true, "cpu_seconds": ..., "import_cpu_seconds": ...}``.
+Run this with a python that has Syne Tune 0.16.0 (a venv outside this repository:
+``python3 -m venv /work/scratch/synetune-venv && /work/scratch/synetune-venv/bin/pip
+install "syne-tune==0.16.0" huggingface_hub``; its transfer-learning modules import
+the blackbox repository, which needs ``huggingface_hub``); it imports nothing from
+raymeta. ``jobs/bench_scamlgp_regret.py --methods synetune_<name>``
+starts it once per study. The protocol is ``jobs/driver_protocol.py``'s; the
+problem names the searcher (``"searcher": name``).
 
 Searchers (Syne Tune's own classes, default settings unless said):
 
@@ -20,32 +15,26 @@ Searchers (Syne Tune's own classes, default settings unless said):
   transformed y; it does not model the target's observations);
 - ``bounding_box``: ``BoundingBox`` (Perrone et al. 2019) around the best
   configuration of each meta-task, with ``RandomSearch`` inside, as Syne Tune's
-  documentation pairs them;
+  documentation pairs them.
 
 Not driven: ``ZeroShotTransfer`` (Wistuba et al. 2015). raymeta's meta-tasks are not
 evaluated on one common set of configurations, so it needs ``use_surrogates=True``,
 and in 0.16.0 that path fails before the first suggestion (``AttributeError:
 'ZeroShotTransfer' object has no attribute 'random_state'``: its surrogate sampling
 runs before ``__init__`` sets ``random_state``).
-
-On a malformed message or a failure the driver writes ``{"error": "..."}`` and exits
-with status 1; library output goes to stderr.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import json
-import sys
 import time
-import traceback
-from typing import IO, Any
+from typing import Any
 
 _IMPORT_CPU0 = time.process_time()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from driver_protocol import names, serve  # noqa: E402
 from syne_tune.backend.trial_status import Trial  # noqa: E402
 from syne_tune.config_space import uniform  # noqa: E402
 from syne_tune.optimizer.baselines import RandomSearch  # noqa: E402
@@ -65,11 +54,6 @@ from syne_tune.optimizer.schedulers.transfer_learning.transfer_learning_task_eva
 IMPORT_CPU_SECONDS = time.process_time() - _IMPORT_CPU0
 METRIC = "y"
 SEARCHERS = ("quantile", "bounding_box")
-
-
-def names(dim: int) -> list[str]:
-    """The fixed parameter order ``x0..x{dim-1}``."""
-    return [f"x{j}" for j in range(dim)]
 
 
 def config_space(dim: int) -> dict[str, Any]:
@@ -116,54 +100,34 @@ def make_scheduler(name: str, dim: int, meta: list[dict], seed: int) -> Any:
     raise ValueError(f"searcher must be one of {SEARCHERS}; got {name!r}")
 
 
-def send(out: IO[str], message: dict[str, Any]) -> None:
-    out.write(json.dumps(message) + "\n")
-    out.flush()
+class SyneTunePeer:
+    """A Syne Tune scheduler asked and told through its trial interface."""
 
+    def __init__(self, problem: dict[str, Any]) -> None:
+        """Build the scheduler the problem names, seeded with its seed."""
+        self.dim, seed = int(problem["dim"]), int(problem["seed"])
+        np.random.seed(seed)  # Syne Tune's surrogates draw from numpy's global state
+        self.scheduler = make_scheduler(
+            problem["searcher"], self.dim, problem["meta"], seed
+        )
+        self._trial: Trial | None = None
 
-def receive(inp: IO[str]) -> dict[str, Any]:
-    line = inp.readline()
-    if not line:
-        raise EOFError("harness closed the pipe")
-    return json.loads(line)
+    def ask(self) -> list[float]:
+        """Suggest and register a trial; its config as a unit-cube point."""
+        trial_id = 0 if self._trial is None else self._trial.trial_id + 1
+        config = self.scheduler.suggest().config
+        self._trial = Trial(trial_id, config, dt.datetime.now())
+        self.scheduler.on_trial_add(self._trial)
+        return [float(config[k]) for k in names(self.dim)]
 
+    def tell(self, y: float) -> None:
+        """Complete the last trial with ``y``."""
+        self.scheduler.on_trial_complete(self._trial, {METRIC: y})
 
-def run(inp: IO[str], out: IO[str]) -> None:
-    """One study: build the searcher, then ask/tell ``budget`` times."""
-    problem = receive(inp)
-    dim, budget, seed = int(problem["dim"]), int(problem["budget"]), problem["seed"]
-    np.random.seed(seed)  # Syne Tune's surrogates draw from numpy's global state
-    cpu0 = time.process_time()
-    scheduler = make_scheduler(problem["searcher"], dim, problem["meta"], seed)
-    send(out, {"ready": True, "meta_fit_cpu_seconds": time.process_time() - cpu0})
-    for trial_id in range(budget):
-        config = scheduler.suggest().config
-        trial = Trial(trial_id, config, dt.datetime.now())
-        scheduler.on_trial_add(trial)
-        send(out, {"x": [float(config[k]) for k in names(dim)]})
-        y = float(receive(inp)["y"])
-        scheduler.on_trial_complete(trial, {METRIC: y})
-    send(
-        out,
-        {
-            "done": True,
-            "cpu_seconds": time.process_time(),
-            "import_cpu_seconds": IMPORT_CPU_SECONDS,
-        },
-    )
-
-
-def main() -> None:
-    protocol = sys.stdout
-    sys.stdout = sys.stderr  # library prints must not corrupt the protocol
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            run(sys.stdin, protocol)
-    except Exception as exc:  # reported to the harness, then exit 1
-        traceback.print_exc()
-        send(protocol, {"error": f"{type(exc).__name__}: {exc}"})
-        sys.exit(1)
+    def report(self) -> dict[str, Any]:
+        """Nothing beyond the protocol's figures."""
+        return {}
 
 
 if __name__ == "__main__":
-    main()
+    serve(SyneTunePeer, IMPORT_CPU_SECONDS)

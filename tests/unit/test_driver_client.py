@@ -1,8 +1,9 @@
 """The driver protocol: run_bo evaluates what a driver asks and tells it each result.
 
-The driver here is a real child process (a 20-line script following the protocol),
-so the pipes, the line framing and the end-of-study handshake are exercised; no
-peer library is needed.
+The driver here is a real child process built on ``jobs/driver_protocol.py`` (a
+peer that asks seeded random points and remembers what it is told), so both ends,
+the pipes, the line framing and the end-of-study handshake are exercised; no peer
+library is needed.
 """
 
 from __future__ import annotations
@@ -24,25 +25,26 @@ JOBS = Path(__file__).resolve().parents[2] / "jobs"
 
 ECHO_DRIVER = textwrap.dedent(
     """
-    import json, sys
     import numpy as np
-    problem = json.loads(sys.stdin.readline())
-    rng = np.random.default_rng(problem["seed"])
-    print(json.dumps({"ready": True, "meta_tasks": len(problem["meta"])}), flush=True)
-    told = []
-    for _ in range(problem["budget"]):
-        x = rng.uniform(size=problem["dim"]).tolist()
-        print(json.dumps({"x": x}), flush=True)
-        told.append(json.loads(sys.stdin.readline())["y"])
-    print(json.dumps({"done": True, "told": told, "cpu_seconds": 0.0}), flush=True)
-    """
-)
+    from driver_protocol import serve
 
-FAILING_DRIVER = textwrap.dedent(
-    """
-    import json, sys
-    sys.stdin.readline()
-    print(json.dumps({"error": "ValueError: no such searcher"}), flush=True)
+    class Echo:
+        def __init__(self, problem):
+            if problem.get("searcher") == "missing":
+                raise ValueError("no such searcher")
+            self.rng = np.random.default_rng(problem["seed"])
+            self.dim, self.told = problem["dim"], []
+
+        def ask(self):
+            return self.rng.uniform(size=self.dim).tolist()
+
+        def tell(self, y):
+            self.told.append(y)
+
+        def report(self):
+            return {"told": self.told}
+
+    serve(Echo, 0.0)
     """
 )
 
@@ -50,6 +52,7 @@ FAILING_DRIVER = textwrap.dedent(
 @pytest.fixture()
 def client(monkeypatch):
     monkeypatch.syspath_prepend(str(JOBS))
+    monkeypatch.setenv("PYTHONPATH", str(JOBS))  # the driver imports driver_protocol
     return importlib.import_module("driver_client")
 
 
@@ -67,7 +70,7 @@ def test_run_bo_evaluates_the_driver_points_and_tells_it_each_observation(
     session = client.DriverSession(
         sys.executable, _script(tmp_path, ECHO_DRIVER), tmp_path / "log", problem
     )
-    assert session.ready == {"ready": True, "meta_tasks": 3}
+    assert session.ready["ready"] is True
     proposer = client.DriverProposer(session)
     res = run_bo(study, "echo", [], budget=6, proposer=proposer)
     done = proposer.finish(res.observed[-1])
@@ -80,13 +83,12 @@ def test_run_bo_evaluates_the_driver_points_and_tells_it_each_observation(
 
 def test_a_driver_error_is_raised_with_its_message_and_log(client, tmp_path):
     study = draw_study(FAMILIES["branin"], seed=0, num_meta=2, n_meta=4)
-    with pytest.raises(RuntimeError, match="no such searcher.*log"):
+    problem = {**client.driver_problem(study), "budget": 3, "searcher": "missing"}
+    with pytest.raises(RuntimeError, match="ValueError: no such searcher.*log"):
         client.DriverSession(
-            sys.executable,
-            _script(tmp_path, FAILING_DRIVER),
-            tmp_path / "log",
-            client.driver_problem(study),
+            sys.executable, _script(tmp_path, ECHO_DRIVER), tmp_path / "log", problem
         )
+    assert "Traceback" in (tmp_path / "log").read_text()
 
 
 def test_the_problem_is_json_and_carries_the_meta_data(client):
