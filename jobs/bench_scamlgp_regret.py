@@ -180,12 +180,14 @@ def run_family(store, family, seeds, args, done) -> None:
             continue
         study, budget = make_study(family, seed, args)
         f_star = study.target.optimum()
-        states = fit_meta_tasks(
-            study.meta_tasks,
-            seed=seed,
-            num_workers=0,
-            settings=FitSettings(kernel=args.kernel),
-        )
+        states = []  # meta-task GPs: only ScaML-GP and RGPE read them
+        if set(todo) & {"scamlgp", "rgpe"}:
+            states = fit_meta_tasks(
+                study.meta_tasks,
+                seed=seed,
+                num_workers=0,
+                settings=FitSettings(kernel=args.kernel),
+            )
         fit_s = sum(s.fit_seconds for s in states)
         log_dir = Path(args.out) / "peer_logs" / family.replace("/", "_")
         for method in todo:
