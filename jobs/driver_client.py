@@ -3,8 +3,8 @@
 A peer that cannot be imported here (another venv, another licence: the authors'
 ScaML-GP, Syne Tune) runs as a child process, ``jobs/<peer>_driver.py``, that reads
 one problem line, answers ``{"ready": ...}``, then alternates ``{"x": [...]}`` out and
-``{"y": ...}`` in, and ends with ``{"done": true, "cpu_seconds": ...}`` (see
-``jobs/scamlgp_reference_driver.py`` for the full protocol). :class:`DriverSession`
+``{"y": ...}`` in, and ends with ``{"done": true, "cpu_seconds": ...}`` (the full
+protocol and the driver side: ``jobs/driver_protocol.py``). :class:`DriverSession`
 owns one such process; :class:`DriverProposer` makes it a
 :class:`raymeta.gp.peers.Proposer`, so ``run_bo`` runs it on the same studies, seeds
 and noise draws as every in-process method.
