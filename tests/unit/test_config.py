@@ -247,3 +247,13 @@ def test_tune_config_checks_the_family_and_target(tmp_path, lines, message):
 def test_the_fcnet_job_config_is_valid():
     cfg = load_config(CONFIGS / "tune_scamlgp_fcnet.toml")
     assert cfg.family == "fcnet" and cfg.target == "protein_structure"
+
+
+def test_the_hpobench_mlp_job_config_is_the_noisy_variant():
+    cfg = load_config(CONFIGS / "tune_scamlgp_hpobench_mlp.toml")
+    assert (cfg.family, cfg.target, cfg.noisy, cfg.n_meta) == (
+        "hpobench_mlp",
+        "car",
+        True,
+        128,
+    )
