@@ -88,7 +88,11 @@ def row_adder(rows: list, family: str, seed: int):
     return add
 
 
-def reweight_rows(tmp, seed, steps, meta_lr):
+def sama_label(normalize: bool) -> str:
+    return "sama_mwn_adam_normalized" if normalize else "sama_mwn_adam"
+
+
+def reweight_rows(tmp, seed, steps, meta_lr, normalize=False):
     rows = []
     add = row_adder(rows, "digits-noise0.4", seed)
 
@@ -110,13 +114,18 @@ def reweight_rows(tmp, seed, steps, meta_lr):
         )
         add(method, fig["test_acc"])
     _, _, sama = run(
-        tmp, "sama", seed=seed, steps=steps, application="reweight", meta_lr=meta_lr
+        tmp,
+        "sama",
+        seed=seed,
+        steps=steps,
+        application="reweight",
+        meta_lr=meta_lr,
+        normalize_weights=normalize,
     )
-    add("sama_mwn_adam", sama["test_acc"])
-    add("sama_mwn_adam", sama["weight_auc"], "weight_auc")
-    add("sama_mwn_adam", sama["mean_weight_clean"], "mean_weight_clean")
-    add("sama_mwn_adam", sama["mean_weight_noisy"], "mean_weight_noisy")
-    add("sama_mwn_adam", sama["seconds"], "seconds")
+    method = sama_label(normalize)
+    for metric in ("weight_auc", "mean_weight_clean", "mean_weight_noisy", "seconds"):
+        add(method, sama[metric], metric)
+    add(method, sama["test_acc"])
     return rows
 
 
@@ -143,7 +152,7 @@ def glyph_splits(seed: int, noise: float = 0.4, classes: int = 20):
     return splits, torch.as_tensor(flipped)
 
 
-def glyph_rows(tmp, seed, steps, meta_lr):
+def glyph_rows(tmp, seed, steps, meta_lr, normalize=False):
     from raymeta.metalearn.reweighting import weight_auc
 
     data, noisy = glyph_splits(seed)
@@ -158,14 +167,20 @@ def glyph_rows(tmp, seed, steps, meta_lr):
     _, _, meta = run(tmp, "glyph-meta", application="plain", train_set="meta", **common)
     add("clean_meta_only", meta["test_acc"])
     _, summary, sama = run(
-        tmp, "glyph-sama", application="reweight", meta_lr=meta_lr, **common
+        tmp,
+        "glyph-sama",
+        application="reweight",
+        meta_lr=meta_lr,
+        normalize_weights=normalize,
+        **common,
     )
     weights = torch.as_tensor(np.array(summary["weights"]))
-    add("sama_mwn_adam", sama["test_acc"])
-    add("sama_mwn_adam", weight_auc(weights, noisy), "weight_auc")
-    add("sama_mwn_adam", float(weights[~noisy].mean()), "mean_weight_clean")
-    add("sama_mwn_adam", float(weights[noisy].mean()), "mean_weight_noisy")
-    add("sama_mwn_adam", sama["seconds"], "seconds")
+    method = sama_label(normalize)
+    add(method, sama["test_acc"])
+    add(method, weight_auc(weights, noisy), "weight_auc")
+    add(method, float(weights[~noisy].mean()), "mean_weight_clean")
+    add(method, float(weights[noisy].mean()), "mean_weight_noisy")
+    add(method, sama["seconds"], "seconds")
     return rows
 
 
@@ -301,6 +316,11 @@ def main():
     parser.add_argument("--prune-meta-lr", type=float, default=1e-3)
     parser.add_argument("--results", default=None, help="results-store root")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--normalize-weights",
+        action="store_true",
+        help="SAMA with the meta-weight-net's weights normalised per batch",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -308,9 +328,13 @@ def main():
     with tempfile.TemporaryDirectory(prefix="sama-bench-") as tmp:
         for seed in seeds:
             if args.part == "reweight":
-                new = reweight_rows(tmp, seed, args.steps, args.meta_lr)
+                new = reweight_rows(
+                    tmp, seed, args.steps, args.meta_lr, args.normalize_weights
+                )
             elif args.part == "glyphs":
-                new = glyph_rows(tmp, seed, args.steps, args.meta_lr)
+                new = glyph_rows(
+                    tmp, seed, args.steps, args.meta_lr, args.normalize_weights
+                )
             elif args.part == "sensitivity":
                 lrs = [float(x) for x in args.meta_lrs.split(",")]
                 new = sensitivity_rows(tmp, seed, args.steps, lrs)

@@ -693,6 +693,9 @@ class SamaJobConfig(TrainingConfig):
         meta_batch_size: Meta batch size per worker.
         eval_every: Evaluate test/meta accuracy every this many steps.
         keep_fraction: Fraction kept by pruning.
+        normalize_weights: Reweighting: divide the meta-weight-net's weights by
+            their batch mean, so only relative weights reach the base step
+            (``raymeta.metalearn.reweighting``).
     """
 
     application: Literal["reweight", "prune", "plain"] = "reweight"
@@ -708,6 +711,7 @@ class SamaJobConfig(TrainingConfig):
     meta_batch_size: int = 100
     eval_every: int = 100
     keep_fraction: float = 0.7
+    normalize_weights: bool = False
     data: SamaData = dataclasses.field(default_factory=SamaData)
 
     def problems(self) -> list[str]:
@@ -726,6 +730,14 @@ class SamaJobConfig(TrainingConfig):
         if self.problem is not None and self.application == "plain":
             out.append(
                 "problem: a user problem needs application 'reweight' or 'prune'"
+            )
+        if self.normalize_weights and (
+            self.application != "reweight" or self.problem is not None
+        ):
+            out.append(
+                "normalize_weights: applies to the built-in meta-weight-net "
+                "(application 'reweight' without a user problem); normalise inside "
+                "your own problem's base_loss instead"
             )
         return out
 

@@ -5,6 +5,15 @@ base loss is the weighted mean of per-example cross-entropies; the meta loss is 
 plain cross-entropy on a small clean meta set. Trained with SAMA, the net learns to
 down-weight examples whose loss marks them as noisy.
 
+With ``normalize=True`` the weights are divided by their batch mean before they
+weight the losses, as the MW-Net authors' code does (there by the batch sum). Only
+the *relative* weights then reach the base step: raising every weight together no
+longer lengthens the step, so the meta-gradient cannot favour "train harder on
+everything", the direction that saturates every weight at 1 when the meta set and the
+noisy training set still agree (it did on glyphs with a Conv4). Under data
+parallelism the mean is each rank's local batch mean. The raw net output, not the
+normalised weight, is what :func:`example_weights` reports.
+
 Batches are ``(x, y)`` or ``(x, y, example_id)`` tuples: ``x`` is ``(B, d)``
 features, ``y`` is ``(B,)`` int64 labels; ids are ignored by the losses.
 
@@ -17,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -31,6 +41,11 @@ __all__ = [
     "example_weights",
     "weight_auc",
 ]
+
+
+#: Soft bound on the logits of normalised weights: the largest weight is at most
+#: sigmoid(10) / sigmoid(-10) = e^10 times the smallest.
+LOGIT_BOUND = 10.0
 
 
 class MetaWeightNet(torch.nn.Module):
@@ -58,7 +73,22 @@ class MetaWeightNet(torch.nn.Module):
 
     def forward(self, losses: torch.Tensor) -> torch.Tensor:
         """Map losses ``(B, 1)`` to weights ``(B, 1)`` in (0, 1)."""
-        return torch.sigmoid(self.out(torch.relu(self.hidden(losses))))
+        return torch.sigmoid(self.logits(losses))
+
+    def log_weights(self, losses: torch.Tensor) -> torch.Tensor:
+        """Log-weights ``(B, 1)`` for normalised weighting, contrast bounded.
+
+        ``logsigmoid`` of the logits squashed softly into ``[-LOGIT_BOUND,
+        LOGIT_BOUND]``: once weights are normalised their common scale is free and
+        nothing else stops the logits from spreading until a batch trains on a
+        handful of examples (on digits the spread reached 95 nats and λ went NaN).
+        """
+        z = self.logits(losses)
+        return F.logsigmoid(LOGIT_BOUND * torch.tanh(z / LOGIT_BOUND))
+
+    def logits(self, losses: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid outputs ``(B, 1)``."""
+        return self.out(torch.relu(self.hidden(losses)))
 
 
 def _init_linear(layer: torch.nn.Linear, generator: torch.Generator | None) -> None:
@@ -76,6 +106,15 @@ def _per_example_ce(forward: Forward, batch: Any) -> torch.Tensor:
 class ReweightingProblem(BilevelProblem):
     """Weighted cross-entropy base loss, plain cross-entropy meta loss."""
 
+    def __init__(self, *, normalize: bool = False) -> None:
+        """Build the problem.
+
+        Args:
+            normalize: Divide the weights by their batch mean (see the module
+                docstring); False uses the raw weights.
+        """
+        self.normalize = normalize
+
     def base_loss(
         self,
         forward: Forward,
@@ -83,11 +122,16 @@ class ReweightingProblem(BilevelProblem):
         batch: Any,
         cache: Any | None = None,
     ) -> torch.Tensor:
-        """Mean of ``meta(loss_i) * loss_i`` over the batch (weights read ``cache``)."""
+        """Mean of ``w_i * loss_i`` with ``w_i = meta(loss_i)`` (inputs read ``cache``).
+
+        With ``normalize`` the weights are ``w_i / mean(w)``: the result is then
+        ``sum(w_i * loss_i) / sum(w_i)``, with gradient through the normaliser.
+        """
         losses = _per_example_ce(forward, batch)
-        inputs = losses.detach() if cache is None else cache
-        weights = meta(inputs.unsqueeze(-1)).squeeze(-1)
-        return (weights * losses).mean()
+        inputs = (losses.detach() if cache is None else cache).unsqueeze(-1)
+        if not self.normalize:
+            return (meta(inputs).squeeze(-1) * losses).mean()
+        return (_normalized_weights(meta, inputs) * losses).mean()
 
     def meta_loss(
         self, forward: Forward, meta: torch.nn.Module, batch: Any
@@ -98,6 +142,24 @@ class ReweightingProblem(BilevelProblem):
     def stop_grad_inputs(self, forward: Forward, batch: Any) -> torch.Tensor:
         """Detached per-example losses ``(B,)``, the meta-weight-net's input."""
         return _per_example_ce(forward, batch).detach()
+
+
+def _normalized_weights(meta: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``w / mean(w)`` ``(B,)``, computed in log space.
+
+    The common scale of the weights is free once they are normalised, and training
+    can drive every weight below float32's range; ``exp(log w - logmeanexp(log w))``
+    stays exact there (it tends to a softmax of the logits), where ``w / mean(w)``
+    would be 0 / 0. A meta module without ``log_weights`` is logged after clamping.
+    """
+    log_weights = getattr(meta, "log_weights", None)
+    if log_weights is None:
+        w = meta(inputs)
+        log_w = torch.log(w.clamp_min(torch.finfo(w.dtype).tiny))
+    else:
+        log_w = log_weights(inputs)
+    log_w = log_w.squeeze(-1)
+    return torch.exp(log_w - torch.logsumexp(log_w, 0) + math.log(log_w.numel()))
 
 
 class UnweightedProblem(ReweightingProblem):

@@ -231,7 +231,9 @@ def make_problem(
     else:
         net = MetaWeightNet(cfg.meta_hidden, generator=gen, dtype=dtype)
         default = (
-            UnweightedProblem() if cfg.application == "plain" else ReweightingProblem()
+            UnweightedProblem()
+            if cfg.application == "plain"
+            else ReweightingProblem(normalize=cfg.normalize_weights)
         )
     if cfg.problem is None:
         return default, net

@@ -40,6 +40,15 @@ def test_config_collects_every_problem():
     assert "keep_fraction" in text
 
 
+def test_normalize_weights_reaches_the_problem_and_is_refused_where_it_cannot_apply():
+    prog = program(parse_config({**TINY, "normalize_weights": True}))
+    assert prog.problem.normalize is True
+    assert program(parse_config(TINY)).problem.normalize is False
+    for bad in ({"application": "prune"}, {"problem": "collections:OrderedDict"}):
+        with pytest.raises(ConfigError, match="normalize_weights: applies to"):
+            parse_config({**TINY, "normalize_weights": True, **bad})
+
+
 def test_seeds_differ_by_part_and_models_are_reproducible():
     assert derive_seed(0, 2, 0) != derive_seed(0, 2, 1) != derive_seed(1, 2, 0)
     a, b = (
