@@ -10,9 +10,11 @@ weight the losses, as the MW-Net authors' code does (there by the batch sum). On
 the *relative* weights then reach the base step: raising every weight together no
 longer lengthens the step, so the meta-gradient cannot favour "train harder on
 everything", the direction that saturates every weight at 1 when the meta set and the
-noisy training set still agree (it did on glyphs with a Conv4). Under data
-parallelism the mean is each rank's local batch mean. The raw net output, not the
-normalised weight, is what :func:`example_weights` reports.
+noisy training set still agree (it did on glyphs with a Conv4). The common scale is
+then free, so the normalised weights come from :meth:`MetaWeightNet.log_weights`,
+whose logits are softly bounded (largest weight at most ~e^10 times the smallest).
+Under data parallelism the mean is each rank's local batch mean. The raw net output,
+not the normalised weight, is what :func:`example_weights` reports.
 
 Batches are ``(x, y)`` or ``(x, y, example_id)`` tuples: ``x`` is ``(B, d)``
 features, ``y`` is ``(B,)`` int64 labels; ids are ignored by the losses.
@@ -124,8 +126,9 @@ class ReweightingProblem(BilevelProblem):
     ) -> torch.Tensor:
         """Mean of ``w_i * loss_i`` with ``w_i = meta(loss_i)`` (inputs read ``cache``).
 
-        With ``normalize`` the weights are ``w_i / mean(w)``: the result is then
-        ``sum(w_i * loss_i) / sum(w_i)``, with gradient through the normaliser.
+        With ``normalize`` the weights are ``w_i / mean(w)`` with ``w_i`` from
+        ``meta.log_weights`` where the module has it (bounded logits): the result is
+        then ``sum(w_i * loss_i) / sum(w_i)``, with gradient through the normaliser.
         """
         losses = _per_example_ce(forward, batch)
         inputs = (losses.detach() if cache is None else cache).unsqueeze(-1)
@@ -147,10 +150,10 @@ class ReweightingProblem(BilevelProblem):
 def _normalized_weights(meta: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
     """``w / mean(w)`` ``(B,)``, computed in log space.
 
-    The common scale of the weights is free once they are normalised, and training
-    can drive every weight below float32's range; ``exp(log w - logmeanexp(log w))``
-    stays exact there (it tends to a softmax of the logits), where ``w / mean(w)``
-    would be 0 / 0. A meta module without ``log_weights`` is logged after clamping.
+    The common scale of the weights is free once they are normalised, so raw
+    weights can all fall below float32's range; ``exp(log w - logmeanexp(log w))``
+    stays exact there, where ``w / mean(w)`` would be 0 / 0. A meta module without
+    ``log_weights`` has its weights logged after clamping to the smallest float.
     """
     log_weights = getattr(meta, "log_weights", None)
     if log_weights is None:
