@@ -16,7 +16,9 @@ Protocol (hetrom.md (f)): meta-batches of 20 tasks, half of the contamination no
 (80% of labels resampled) and half outliers, 100 plain-average warm-up steps, then
 the selection rule; evaluation on ``--test-tasks`` clean test tasks (95% CI).
 Methods: plain average, oracle (clean tasks only), HeTRoM sort (m=8, k=20), HeTRoM
-dual (m=8, k=18), log-normal thresholds (c_hi=1, c_lo=2.5). Each finished run is
+dual (m=8, k=18), log-normal thresholds (c_hi=1, c_lo=2.5); for one- vs two-sided
+bands, sort with k=16 (``hetrom-twosided``) and dual with k=20
+(``hetrom-dual-onesided``). Each finished run is
 appended to the ``benchmarks`` table (key = setting/contamination/method/seed, so a
 rerun skips what is stored); ``--report-only`` prints the summary and plot.
 """
@@ -84,6 +86,7 @@ METHODS = {
     "hetrom-sort": {"rule": "sort", "m": 8, "k": 20},
     "hetrom-dual": {"rule": "dual", "m": 8, "k": 18, "threshold_lr": 0.02},
     "hetrom-twosided": {"rule": "sort", "m": 8, "k": 16},
+    "hetrom-dual-onesided": {"rule": "dual", "m": 8, "k": 20, "threshold_lr": 0.02},
     "lognormal": {"rule": "lognormal", "c_hi": 1.0, "c_lo": 2.5},
 }
 
