@@ -85,10 +85,11 @@ METHODS = {
     "oracle": {"rule": "oracle"},
     "hetrom-sort": {"rule": "sort", "m": 8, "k": 20},
     "hetrom-dual": {"rule": "dual", "m": 8, "k": 18, "threshold_lr": 0.02},
-    "hetrom-twosided": {"rule": "sort", "m": 8, "k": 16},
-    "hetrom-dual-onesided": {"rule": "dual", "m": 8, "k": 20, "threshold_lr": 0.02},
     "lognormal": {"rule": "lognormal", "c_hi": 1.0, "c_lo": 2.5},
 }
+# One- vs two-sided bands: the same rule with the other k.
+METHODS["hetrom-twosided"] = METHODS["hetrom-sort"] | {"k": 16}
+METHODS["hetrom-dual-onesided"] = METHODS["hetrom-dual"] | {"k": 20}
 
 
 def run_one(cfg: HeTRoMConfig) -> dict[str, float]:
